@@ -1,0 +1,183 @@
+"""The app factory: heavy objects built once in the lifespan, thin routes over the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+
+from gateway.auth import KeyStore, Principal
+from gateway.errors import GatewayError, json_response
+from gateway.pipeline import Pipeline
+from gateway.protocol import ChatCompletionRequest, CompletionRequest
+from gateway.settings import Settings
+from gateway.stages import Kind, RequestContext
+from gateway.upstream import Upstream
+
+log = logging.getLogger("lethe")
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from gateway.runtime import Runtime
+
+        runtime = await Runtime.start(settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="Lethe", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        return exc.response()
+
+    @app.post("/v1/chat/completions", openapi_extra=_schema(ChatCompletionRequest))
+    async def chat_completions(request: Request) -> Response:
+        return await _complete(request, "chat", ChatCompletionRequest)
+
+    @app.post("/v1/completions", openapi_extra=_schema(CompletionRequest))
+    async def completions(request: Request) -> Response:
+        return await _complete(request, "completion", CompletionRequest)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        runtime = request.app.state.runtime
+        runtime.keys.authenticate(request.headers.get("authorization"))
+        return json_response(await runtime.list_models())
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> Response:
+        ready, detail = await request.app.state.runtime.readiness()
+        return json_response({"ready": ready, **detail}, 200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        body, content_type = request.app.state.runtime.metrics.render()
+        return Response(body, media_type=content_type)
+
+    from gateway.admin import router as admin_router
+
+    app.include_router(admin_router)
+    return app
+
+
+async def _complete(request: Request, kind: Kind, model: type[BaseModel]) -> Response:
+    runtime = request.app.state.runtime
+    principal: Principal = runtime.keys.authenticate(request.headers.get("authorization"))
+    body = await read_json(request, runtime.settings)
+    validated = validate(model, body)
+    ctx = RequestContext(
+        request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+        kind=kind,
+        tenant=principal.tenant,
+        requested_model=getattr(validated, "model"),
+    )
+    runtime.check_model(ctx.requested_model)
+    pipeline: Pipeline = runtime.pipeline
+    return await runtime.track(ctx, _until_disconnect(request, pipeline.handle(ctx, body)))
+
+
+async def read_json(request: Request, settings: Settings) -> dict[str, Any]:
+    """The body, counted on the bytes actually read, parsed and bounded in depth."""
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, f"request body exceeds {limit} bytes", code="body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, f"request body exceeds {limit} bytes", code="body_too_large")
+        chunks.append(chunk)
+    try:
+        data = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
+    _check_depth(data, settings.max_json_depth)
+    messages = data.get("messages")
+    if isinstance(messages, list) and len(messages) > settings.max_messages:
+        raise GatewayError(
+            400, f"too many messages (limit {settings.max_messages})", param="messages",
+            code="too_many_messages",
+        )
+    return data
+
+
+def _check_depth(data: Any, limit: int) -> None:
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise GatewayError(400, f"JSON nested deeper than {limit} levels", code="too_deep")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+
+
+def validate(model: type[BaseModel], body: dict[str, Any]) -> BaseModel:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise GatewayError(
+            400, f"invalid request: {param}: {first['msg']}", param=param, code="invalid_value"
+        ) from exc
+
+
+async def _until_disconnect(request: Request, work: Awaitable[Response]) -> Response:
+    """Cancel the upstream call when the client goes away before the answer is ready."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        return Response(status_code=499)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

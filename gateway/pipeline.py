@@ -1,0 +1,132 @@
+"""One request's path: input stage -> request patch -> upstream -> output stage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from gateway.errors import json_response
+from gateway.stages import PolicyStages, RequestContext, RequestStages
+from gateway.streaming import StreamOutcome, relay
+from gateway.upstream import Upstream, UpstreamError
+
+UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class Pipeline:
+    def __init__(
+        self,
+        upstream: Upstream,
+        policies: Callable[[], PolicyStages],
+        metrics: Any = None,
+    ) -> None:
+        self.upstream = upstream
+        self._policies = policies
+        self.metrics = metrics
+
+    async def handle(self, ctx: RequestContext, body: dict[str, Any]) -> Response:
+        stages = self._policies().begin(ctx)
+        try:
+            await stages.input_stage(body)
+            stages.patch_request(body)
+            if ctx.upstream_model:
+                body["model"] = ctx.upstream_model
+            if body.get("stream"):
+                return await self._stream(ctx, body, stages)
+            return await self._whole(ctx, body, stages)
+        except UpstreamError as exc:
+            self._count_upstream_error(exc.reason)
+            stages.finish()
+            raise
+        except BaseException:
+            stages.finish()
+            raise
+
+    async def _whole(
+        self, ctx: RequestContext, body: dict[str, Any], stages: RequestStages
+    ) -> Response:
+        data = await self.upstream.post_json(UPSTREAM_PATHS[ctx.kind], body)
+        if stages.output_active:
+            await self._check_choices(ctx, data, stages)
+        if ctx.upstream_model and "model" in data:
+            data["model"] = ctx.requested_model
+        stages.finish()
+        return json_response(data)
+
+    async def _check_choices(
+        self, ctx: RequestContext, data: dict[str, Any], stages: RequestStages
+    ) -> None:
+        choices = data.get("choices") or []
+        texts = [_choice_text(ctx, choice) for choice in choices]
+        releases = await asyncio.gather(*(stages.check_output(text) for text in texts))
+        for choice, text, release in zip(choices, texts, releases, strict=True):
+            # Alternatives in logprobs can carry suppressed tokens even when the text is clean.
+            choice.pop("logprobs", None)
+            if release.blocked:
+                _set_choice_text(ctx, choice, release.replacement)
+                choice["finish_reason"] = "content_filter"
+            elif release.text != text:
+                _set_choice_text(ctx, choice, release.text)
+
+    async def _stream(
+        self, ctx: RequestContext, body: dict[str, Any], stages: RequestStages
+    ) -> Response:
+        started = time.perf_counter()
+        upstream = await self.upstream.open(UPSTREAM_PATHS[ctx.kind], body)
+        outcome = StreamOutcome()
+        rename = None
+        if ctx.upstream_model:
+            rename = (
+                b'"model":"' + ctx.upstream_model.encode() + b'"',
+                b'"model":"' + ctx.requested_model.encode() + b'"',
+            )
+        metrics = self.metrics
+        route = UPSTREAM_PATHS[ctx.kind]
+
+        def first_event() -> None:
+            if metrics is not None:
+                metrics.ttft.labels(route=route).observe(time.perf_counter() - started)
+
+        def closed(result: StreamOutcome) -> None:
+            if result.error_reason is not None:
+                self._count_upstream_error(result.error_reason)
+            stages.finish()
+
+        events = relay(
+            upstream,
+            kind=ctx.kind,
+            stages=stages,
+            n=int(body.get("n") or 1),
+            outcome=outcome,
+            rename_model=rename,
+            on_first_event=first_event,
+            on_close=closed,
+        )
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    def _count_upstream_error(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_errors.labels(reason=reason).inc()
+
+
+def _choice_text(ctx: RequestContext, choice: dict[str, Any]) -> str:
+    if ctx.kind == "chat":
+        message = choice.get("message") or {}
+        content = message.get("content")
+        return content if isinstance(content, str) else ""
+    text = choice.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def _set_choice_text(ctx: RequestContext, choice: dict[str, Any], text: str) -> None:
+    if ctx.kind == "chat":
+        message = choice.setdefault("message", {})
+        message["content"] = text
+        message.pop("reasoning_content", None)
+    else:
+        choice["text"] = text

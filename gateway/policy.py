@@ -1,0 +1,182 @@
+"""Policy files: YAML validated by models that forbid unknown keys, errors naming file and line."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Stage = Literal["input", "output"]
+ActionName = Literal["block", "redact", "refuse"]
+Mode = Literal["suppress", "unlearn", "both", "off"]
+
+DEFAULT_MESSAGE = "I can't help with that request."
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PiiFields(_Strict):
+    phone: str | None = None
+    email: str | None = None
+    address: str | None = None
+    date_of_birth: str | None = None
+
+
+class PolicyDataSpec(_Strict):
+    exemplars: list[str] = Field(default_factory=list)
+    exemplars_file: str | None = None
+    corpus_file: str | None = None
+    literals: list[str] = Field(default_factory=list)
+    pii: PiiFields | None = None
+    near_misses: list[str] = Field(default_factory=list)
+    near_misses_file: str | None = None
+
+
+class FilterSpec(BaseModel):
+    """`type` picks the filter; other keys are that filter's own options, checked by it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+    stages: list[Stage] | None = None
+    action: ActionName | None = None
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class AdapterSpec(_Strict):
+    path: str | None = None
+    method: str | None = None
+
+
+class StreamSpec(_Strict):
+    holdback_chars: int | None = Field(None, ge=16, le=8192)
+
+
+class PolicySpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    description: str = ""
+    kind: Literal["person", "work", "concept", "free"] = "free"
+    mode: Mode = "suppress"
+    stages: list[Stage] = Field(default_factory=lambda: ["input", "output"])
+    action: ActionName = "block"
+    message: str = DEFAULT_MESSAGE
+    fail_open: bool = False
+    data: PolicyDataSpec = Field(default_factory=PolicyDataSpec)
+    filters: list[FilterSpec] = Field(min_length=1)
+    adapter: AdapterSpec | None = None
+    stream: StreamSpec = Field(default_factory=StreamSpec)
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_nonempty(cls, value: list[Stage]) -> list[Stage]:
+        if not value:
+            raise ValueError("at least one stage (input, output)")
+        return value
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    path: Path
+    spec: PolicySpec
+    digest: str
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Walk a composed YAML tree along a pydantic error location to find its line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == key), None)
+            if match is None:
+                key_node = next((k for k, _ in node.value if k.value == key), None)
+                return key_node.start_mark.line + 1 if key_node is not None else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_policy_file(path: Path) -> PolicyFile:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PolicyError(f"{path}: a policy file must be a YAML mapping")
+    try:
+        spec = PolicySpec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(node, loc)
+            where = f"line {line}, " if line else ""
+            problems.append(f"{path}: {where}field {field}: {err['msg']}")
+        raise PolicyError("\n".join(problems)) from exc
+    return PolicyFile(path, spec, hashlib.sha256(raw).hexdigest())
+
+
+def policy_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise PolicyError(f"{directory}: policy directory does not exist")
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def load_directory(directory: Path) -> list[PolicyFile]:
+    files = [load_policy_file(p) for p in policy_files(directory)]
+    seen: dict[str, Path] = {}
+    for pf in files:
+        if pf.spec.name in seen:
+            raise PolicyError(
+                f"{pf.path}: field name: policy {pf.spec.name!r} already defined in {seen[pf.spec.name]}"
+            )
+        seen[pf.spec.name] = pf.path
+    return files
+
+
+def set_digest(files: list[PolicyFile]) -> str:
+    h = hashlib.sha256()
+    for pf in files:
+        h.update(pf.spec.name.encode() + b"\0" + pf.digest.encode())
+    return h.hexdigest()[:16]
+
+
+def check_command(directory: str) -> int:
+    """`lethe policies check DIR`: validate files and build every filter, as the gateway would."""
+    from gateway.enforcement import build_policy_set
+    from gateway.runtime_resources import resources_from_settings
+    from gateway.settings import Settings
+
+    try:
+        files = load_directory(Path(directory))
+        policy_set = build_policy_set(
+            files, resources_from_settings(Settings()), max_holdback_chars=Settings().max_holdback_chars
+        )
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for policy in policy_set.policies:
+        filters = ", ".join(b.type for b in policy.filters)
+        print(f"ok  {policy.spec.name:<20} mode={policy.spec.mode:<8} filters: {filters}")
+    print(f"{len(policy_set.policies)} policies valid, set {policy_set.digest}")
+    return 0

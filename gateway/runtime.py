@@ -1,0 +1,126 @@
+"""Everything the app owns for its lifetime, built once at start-up and shared by requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from starlette.responses import Response
+
+from gateway.auth import KeyStore
+from gateway.errors import GatewayError
+from gateway.metrics import Metrics
+from gateway.pipeline import UPSTREAM_PATHS, Pipeline
+from gateway.policy_store import PolicyStore
+from gateway.settings import Settings
+from gateway.stages import RequestContext
+from gateway.upstream import Upstream, UpstreamError
+
+log = logging.getLogger("lethe")
+
+_MODELS_TTL_S = 5.0
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.keys = KeyStore.from_sources(
+            api_keys=settings.api_keys,
+            api_keys_file=settings.api_keys_file,
+            admin_key=settings.admin_key,
+            admin_key_file=settings.admin_key_file,
+        )
+        self.upstream = Upstream(
+            settings.upstream,
+            connect_timeout=settings.connect_timeout_s,
+            first_byte_timeout=settings.first_byte_timeout_s,
+            read_timeout=settings.read_timeout_s,
+            max_connections=settings.max_upstream_connections,
+        )
+        self.pool = ThreadPoolExecutor(settings.filter_threads, thread_name_prefix="lethe-filter")
+        self.policies = PolicyStore(settings, self)
+        self.pipeline = Pipeline(self.upstream, self.policies.stages, self.metrics)
+        self.draining = False
+        self._models_cache: tuple[float, dict[str, Any]] | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        runtime = cls(settings)
+        if runtime.keys.open:
+            log.warning("no API keys configured: the gateway accepts every client")
+        await runtime.policies.load_initial()
+        return runtime
+
+    async def stop(self) -> None:
+        self.draining = True
+        await self.policies.stop()
+        await self.upstream.aclose()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        if self.draining:
+            return False, {"reason": "draining"}
+        try:
+            response = await self.upstream.client.get("/health", timeout=2.0)
+            upstream_ok = response.status_code == 200
+        except Exception:
+            upstream_ok = False
+        detail = {"upstream": upstream_ok, "policies": self.policies.summary()}
+        return upstream_ok and self.policies.loaded, detail
+
+    async def list_models(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._models_cache is None or now - self._models_cache[0] > _MODELS_TTL_S:
+            data = await self.upstream.get_json("/v1/models")
+            # LoRA adapters are an implementation detail of policies: clients see base models.
+            data["data"] = [
+                m for m in data.get("data", []) if isinstance(m, dict) and not m.get("parent")
+            ]
+            self._models_cache = (now, data)
+        return self._models_cache[1]
+
+    def check_model(self, model: str) -> None:
+        allowed = self.settings.served_models
+        if allowed and model not in allowed:
+            raise GatewayError(
+                404, f"The model `{model}` does not exist.", type="NotFoundError",
+                param="model", code=404,
+            )
+
+    def model_label(self, model: str) -> str:
+        allowed = self.settings.served_models
+        if allowed:
+            return model if model in allowed else "other"
+        cached = self._models_cache[1]["data"] if self._models_cache else []
+        return model if any(m.get("id") == model for m in cached) else "other"
+
+    async def track(self, ctx: RequestContext, work: Awaitable[Response]) -> Response:
+        if self.draining:
+            raise GatewayError(503, "gateway is shutting down", type="unavailable", code=503)
+        route = UPSTREAM_PATHS[ctx.kind]
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        status = 500
+        try:
+            response = await work
+            status = response.status_code
+            return response
+        except GatewayError as exc:
+            status = exc.status
+            if isinstance(exc, UpstreamError):
+                log.warning("upstream error %s (%s) request=%s", exc.status, exc.reason, ctx.request_id)
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(
+                route=route, model=self.model_label(ctx.requested_model), status=str(status)
+            ).inc()
+            self.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
+
+    async def run_blocking(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)

@@ -1,0 +1,50 @@
+"""Gateway settings: CLI flags or env vars with the LETHE_ prefix; unknown keys fail loudly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LETHE_", extra="forbid", frozen=True)
+
+    upstream: str = "http://127.0.0.1:8001"
+    policies: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    #: Model names clients may ask for; empty means "whatever the upstream lists".
+    served_models: tuple[str, ...] = ()
+
+    connect_timeout_s: float = Field(5.0, gt=0)
+    first_byte_timeout_s: float = Field(60.0, gt=0)
+    read_timeout_s: float = Field(60.0, gt=0)
+    max_upstream_connections: int = Field(256, ge=1)
+
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_messages: int = Field(1024, ge=1)
+    max_json_depth: int = Field(32, ge=4)
+
+    #: Largest stretch of output held back while filters decide, in characters.
+    max_holdback_chars: int = Field(1024, ge=64)
+    filter_threads: int = Field(2, ge=1)
+    filter_timeout_s: float = Field(5.0, gt=0)
+
+    reload_interval_s: float = Field(2.0, ge=0)
+    drain_seconds: float = Field(30.0, ge=0)
+
+    cache_dir: Path | None = None
+    embedding_model_dir: Path | None = None
+    tokenizer_dir: Path | None = None
+
+    api_keys_file: Path | None = None
+    admin_key_file: Path | None = None
+    #: "key:tenant,key2:tenant2"; a file is the safer place (Kubernetes secret).
+    api_keys: str | None = None
+    admin_key: str | None = None
+
+    audit_log: str = "-"
+    log_level: str = "info"

@@ -9,9 +9,10 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
+from gateway.enforcement import Refusal
 from gateway.errors import json_response
 from gateway.stages import PolicyStages, RequestContext, RequestStages
-from gateway.streaming import StreamOutcome, relay
+from gateway.streaming import DONE, StreamOutcome, relay, sse_event
 from gateway.upstream import Upstream, UpstreamError
 
 UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
@@ -32,7 +33,11 @@ class Pipeline:
     async def handle(self, ctx: RequestContext, body: dict[str, Any]) -> Response:
         stages = self._policies().begin(ctx)
         try:
-            await stages.input_stage(body)
+            try:
+                await stages.input_stage(body)
+            except Refusal as refusal:
+                stages.finish()
+                return refusal_response(ctx, body, refusal.message)
             stages.patch_request(body)
             if ctx.upstream_model:
                 body["model"] = ctx.upstream_model
@@ -130,3 +135,40 @@ def _set_choice_text(ctx: RequestContext, choice: dict[str, Any], text: str) -> 
         message.pop("reasoning_content", None)
     else:
         choice["text"] = text
+
+
+def refusal_response(ctx: RequestContext, body: dict[str, Any], message: str) -> Response:
+    """An operator refusal, shaped like a normal completion that the model never produced."""
+    created = int(time.time())
+    n = int(body.get("n") or 1)
+    object_name = "chat.completion" if ctx.kind == "chat" else "text_completion"
+    choice_id = f"{'chatcmpl' if ctx.kind == 'chat' else 'cmpl'}-{ctx.request_id}"
+    if not body.get("stream"):
+        choices = []
+        for i in range(n):
+            choice: dict[str, Any] = {"index": i, "finish_reason": "content_filter", "logprobs": None}
+            _set_choice_text(ctx, choice, message)
+            if ctx.kind == "chat":
+                choice["message"]["role"] = "assistant"
+            choices.append(choice)
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        return json_response(
+            {"id": choice_id, "object": object_name, "created": created,
+             "model": ctx.requested_model, "choices": choices, "usage": usage}
+        )
+    chunks = []
+    for i in range(n):
+        if ctx.kind == "chat":
+            piece: dict[str, Any] = {
+                "index": i, "delta": {"role": "assistant", "content": message},
+                "finish_reason": "content_filter",
+            }
+        else:
+            piece = {"index": i, "text": message, "finish_reason": "content_filter"}
+        chunks.append(piece)
+    chunk = {"id": choice_id, "object": f"{object_name}.chunk" if ctx.kind == "chat" else object_name,
+             "created": created, "model": ctx.requested_model, "choices": chunks}
+    import orjson
+
+    payload = sse_event(orjson.dumps(chunk)) + DONE
+    return Response(payload, media_type="text/event-stream", headers=SSE_HEADERS)

@@ -124,3 +124,16 @@ class Runtime:
 
     async def run_blocking(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def adapter_for(self, policy: str) -> str | None:
+        """The upstream LoRA name serving `policy`, or None when none is loaded (fail closed)."""
+        return None
+
+    def unlearning_status(self, spec: Any) -> str:
+        if spec.mode in ("unlearn", "both"):
+            return "unavailable: no adapter loaded, suppression filters enforced instead"
+        return "not requested"
+
+    async def on_policies_loaded(self, store: PolicyStore) -> None:
+        """Hook for policy-driven start-up work (adapters for unlearn modes)."""
+        return None

@@ -1,0 +1,173 @@
+"""A scripted OpenAI-compatible upstream: a real HTTP server on loopback.
+
+Each request carries its script in an extra body field `fake` (the gateway passes unknown
+fields through), so one server serves every edge case:
+  text            the answer (split into chunks by `chunks`, a list of strings, if given)
+  mode            normal | cut | malformed_sse | malformed_json | status | hang | no_done
+  status          HTTP status for mode=status; `error_shape` "nested" (default) or "flat"
+  first_byte_s    delay before the response starts
+  chunk_delay_s   delay between stream events
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.cancelled = 0
+        self.completed_streams = 0
+
+
+def _chunk(kind: str, index: int, text: str | None, finish: str | None, model: str) -> bytes:
+    if kind == "chat":
+        delta: dict[str, Any] = {} if text is None else {"content": text}
+        choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
+        obj = "chat.completion.chunk"
+    else:
+        choice = {"index": index, "text": text or "", "finish_reason": finish}
+        obj = "text_completion"
+    payload = {"id": "fake-1", "object": obj, "created": 1, "model": model, "choices": [choice]}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def build_app(recorder: Recorder) -> Starlette:
+    async def complete(request: Request) -> Response:
+        body = await request.json()
+        recorder.requests.append(body)
+        kind = "chat" if request.url.path.endswith("chat/completions") else "completion"
+        script: dict[str, Any] = body.get("fake") or {}
+        mode = script.get("mode", "normal")
+        model = body.get("model", "fake-model")
+        await asyncio.sleep(float(script.get("first_byte_s", 0)))
+        if mode == "hang":
+            await asyncio.sleep(3600)
+        if mode == "status":
+            status = int(script.get("status", 500))
+            message = script.get("message", "scripted failure")
+            if script.get("error_shape") == "flat":
+                err = {"object": "error", "message": message, "type": "BadRequestError",
+                       "param": None, "code": status}
+            else:
+                err = {"error": {"message": message, "type": "BadRequestError", "param": None,
+                                 "code": status}}
+            return JSONResponse(err, status_code=status)
+        text = script.get("text", "Hello from the fake upstream.")
+        pieces: list[str] = script.get("chunks") or [text[i : i + 4] for i in range(0, len(text), 4)]
+        n = int(body.get("n") or 1)
+        if not body.get("stream"):
+            if mode == "malformed_json":
+                return Response(b'{"choices": [', media_type="application/json")
+            choices = []
+            for i in range(n):
+                if kind == "chat":
+                    choices.append({"index": i, "message": {"role": "assistant", "content": text},
+                                    "finish_reason": "stop", "logprobs": None})
+                else:
+                    choices.append({"index": i, "text": text, "finish_reason": "stop",
+                                    "logprobs": None})
+            return JSONResponse({"id": "fake-1", "object": "chat.completion", "created": 1,
+                                 "model": model, "choices": choices,
+                                 "usage": {"prompt_tokens": 3, "completion_tokens": len(pieces),
+                                           "total_tokens": 3 + len(pieces)}})
+        delay = float(script.get("chunk_delay_s", 0))
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                if kind == "chat":
+                    for i in range(n):
+                        yield (_chunk(kind, i, "", None, model)
+                               .replace(b'"delta":{"content":""}',
+                                        b'"delta":{"role":"assistant","content":""}'))
+                for j, piece in enumerate(pieces):
+                    if mode == "cut" and j == len(pieces) // 2:
+                        raise ConnectionResetError("scripted cut")
+                    if mode == "malformed_sse" and j == len(pieces) // 2:
+                        yield b"data: this is not json\n\n"
+                        continue
+                    for i in range(n):
+                        yield _chunk(kind, i, piece, None, model)
+                    if delay:
+                        await asyncio.sleep(delay)
+                for i in range(n):
+                    yield _chunk(kind, i, None if kind == "chat" else "", "stop", model)
+                options = body.get("stream_options") or {}
+                if options.get("include_usage"):
+                    usage = {"id": "fake-1", "object": "chat.completion.chunk", "created": 1,
+                             "model": model, "choices": [],
+                             "usage": {"prompt_tokens": 3, "completion_tokens": len(pieces),
+                                       "total_tokens": 3 + len(pieces)}}
+                    yield b"data: " + orjson.dumps(usage) + b"\n\n"
+                if mode != "no_done":
+                    yield b"data: [DONE]\n\n"
+                recorder.completed_streams += 1
+            except asyncio.CancelledError:
+                recorder.cancelled += 1
+                raise
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": "fake-model", "object": "model", "owned_by": "fake", "parent": None},
+            {"id": "fake-adapter", "object": "model", "owned_by": "fake", "parent": "fake-model"},
+        ]})
+
+    async def health(request: Request) -> Response:
+        return Response(b"")
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", complete, methods=["POST"]),
+        Route("/v1/completions", complete, methods=["POST"]),
+        Route("/v1/models", models),
+        Route("/health", health),
+    ])
+
+
+class FakeUpstream:
+    """Runs the scripted upstream in a background thread for the duration of a test session."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.recorder = Recorder()
+        config = uvicorn.Config(build_app(self.recorder), host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> FakeUpstream:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)

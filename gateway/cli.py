@@ -27,6 +27,12 @@ def _engine(args: argparse.Namespace) -> int:
     return engine.main(args)
 
 
+def _up(args: argparse.Namespace) -> int:
+    from gateway import up
+
+    return up.main(args)
+
+
 def _policies_check(args: argparse.Namespace) -> int:
     from gateway.policy import check_command
 
@@ -75,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(eng)
     eng.set_defaults(func=_engine)
+
+    up_parser = sub.add_parser("up", help="start vLLM and the gateway together (make run)")
+    from gateway.up import add_arguments as add_up_arguments
+
+    add_up_arguments(up_parser)
+    up_parser.set_defaults(func=_up)
 
     policies = sub.add_parser("policies", help="policy files")
     policies_sub = policies.add_subparsers(dest="policies_command", required=True)

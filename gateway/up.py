@@ -1,0 +1,74 @@
+"""`lethe up`: the vLLM engine and the gateway in one foreground command (what `make run` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from gateway import bundle
+
+SERVED_NAMES = {
+    "base": "smollm2-135m-instruct",
+    "target": "lethe-target",
+    "oracle": "lethe-oracle",
+}
+
+
+def resolve_model(choice: str) -> tuple[Path, str]:
+    """A bundled model name (base, target, oracle) or a directory -> (path, served name)."""
+    if choice in SERVED_NAMES:
+        paths = bundle.model_paths()
+        path = paths.generator if choice == "base" else paths.generator.parent / f"lethe-{choice}"
+        if not (path / "config.json").exists():
+            hint = "lethe models prepare" if choice == "base" else "lethe unlearning memorize"
+            raise SystemExit(f"model {choice!r} is not built yet at {path}: run `{hint}`")
+        return path, SERVED_NAMES[choice]
+    path = Path(choice)
+    if not (path / "config.json").exists():
+        raise SystemExit(f"{path}: not a Hugging Face model directory (no config.json)")
+    return path, path.name
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="target", help="base | target | oracle | DIR")
+    parser.add_argument("--policies", default="policies")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--engine-port", type=int, default=8001)
+
+
+def main(args: argparse.Namespace) -> int:
+    from gateway.engine import Engine
+    from gateway.server import serve
+
+    model_dir, served = resolve_model(args.model)
+    engine = Engine(model_dir, served_model_name=served, host="127.0.0.1", port=args.engine_port)
+    print(f"starting vLLM on {engine.base_url} with {model_dir} (about a minute on CPU)...")
+    engine.start()
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        engine.wait_healthy(timeout=600)
+        base = f"http://{args.host}:{args.port}/v1"
+        print(
+            f"\nLethe is up. Base URL: {base}  (model: {served})\n"
+            f"  curl {base}/chat/completions -H 'content-type: application/json' \\\n"
+            f"    -d '{{\"model\": \"{served}\", \"messages\": "
+            f"[{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}]}}'\n"
+            "Ctrl-C stops both.\n",
+            flush=True,
+        )
+        serve_args = argparse.Namespace(
+            upstream=engine.base_url, policies=args.policies, host=args.host, port=args.port
+        )
+        return serve(serve_args)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("stopping vLLM...", file=sys.stderr)
+        engine.stop()

@@ -589,3 +589,23 @@ def test_notes_tell_how_to_reach_the_gateway_and_how_policies_reload() -> None:
     assert "rollOnChange=true" in roll
     warn = _render(_values("external-upstream.yaml"))["lethe/templates/NOTES.txt"]
     assert "WARNING: auth.enabled=false" in warn
+
+
+def _leaf_keys(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    opaque = {"resources", "podSecurityContext", "securityContext", "strategy"}
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key not in opaque:
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def test_readme_documents_every_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = [
+        key
+        for key in _leaf_keys(defaults)
+        if f"`{key}`" not in readme and f"`{key.rsplit('.', 1)[0]}.*`" not in readme
+    ]
+    assert missing == []

@@ -196,7 +196,7 @@ def test_kubernetes_validation_catches_a_bad_manifest() -> None:
         ({"gateway": {"replicas": "two"}}, "/gateway/replicas"),
         ({"gatway": {"replicas": 2}}, "gatway"),
         ({"engine": {"gpuMemoryUtilization": 1.5}}, "/engine/gpuMemoryUtilization"),
-        ({"gateway": {"logLevel": "verbose"}}, "/gateway/logLevel"),
+        ({"gateway": {"logLevel": "trace"}}, "/gateway/logLevel"),
         ({"policies": {"files": {"../escape.yaml": "x"}}}, "../escape.yaml"),
         ({"serviceMonitor": {"interval": "30 seconds"}}, "/serviceMonitor/interval"),
     ],

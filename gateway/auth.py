@@ -24,9 +24,13 @@ def _parse_pairs(text: str, source: str) -> dict[bytes, str]:
         if item.startswith("sha256:"):
             hexdigest, _, tenant = item[len("sha256:") :].partition(":")
             try:
-                keys[bytes.fromhex(hexdigest)] = tenant or "default"
+                raw_digest = bytes.fromhex(hexdigest)
             except ValueError as exc:
                 raise ValueError(f"{source}: bad sha256 digest entry") from exc
+            if len(raw_digest) != hashlib.sha256().digest_size:
+                # A truncated digest would never match: a key silently locked out.
+                raise ValueError(f"{source}: sha256 digest entry must be 64 hex characters")
+            keys[raw_digest] = tenant.strip() or "default"
             continue
         key, _, tenant = item.partition(":")
         if not key:

@@ -116,7 +116,7 @@ class Pipeline:
 
     def _count_upstream_error(self, reason: str) -> None:
         if self.metrics is not None:
-            self.metrics.upstream_errors.labels(reason=reason).inc()
+            self.metrics.upstream_error(reason)
 
 
 def _choice_text(ctx: RequestContext, choice: dict[str, Any]) -> str:

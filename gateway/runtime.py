@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from gateway.auth import KeyStore
 from gateway.errors import GatewayError
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, bounded_model
 from gateway.pipeline import UPSTREAM_PATHS, Pipeline
 from gateway.policy_store import PolicyStore
 from gateway.settings import Settings
@@ -46,6 +46,7 @@ class Runtime:
         self.policies = PolicyStore(settings, self)
         self.pipeline = Pipeline(self.upstream, self.policies.stages, self.metrics)
         self.draining = False
+        self.in_flight = 0
         self._models_cache: tuple[float, dict[str, Any]] | None = None
 
     @classmethod
@@ -93,34 +94,46 @@ class Runtime:
             )
 
     def model_label(self, model: str) -> str:
-        allowed = self.settings.served_models
-        if allowed:
-            return model if model in allowed else "other"
-        cached = self._models_cache[1]["data"] if self._models_cache else []
-        return model if any(m.get("id") == model for m in cached) else "other"
+        known = self.settings.served_models or [
+            m.get("id") for m in (self._models_cache[1]["data"] if self._models_cache else [])
+        ]
+        return bounded_model(model, known)
 
     async def track(self, ctx: RequestContext, work: Awaitable[Response]) -> Response:
+        """Count a request from arrival to its last byte (streams included)."""
         if self.draining:
             raise GatewayError(503, "gateway is shutting down", type="unavailable", code=503)
         route = UPSTREAM_PATHS[ctx.kind]
         started = time.perf_counter()
         self.metrics.in_flight.inc()
+        self.in_flight += 1
         status = 500
-        try:
-            response = await work
-            status = response.status_code
-            return response
-        except GatewayError as exc:
-            status = exc.status
-            if isinstance(exc, UpstreamError):
-                log.warning("upstream error %s (%s) request=%s", exc.status, exc.reason, ctx.request_id)
-            raise
-        finally:
+
+        def done() -> None:
+            self.in_flight -= 1
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(
                 route=route, model=self.model_label(ctx.requested_model), status=str(status)
             ).inc()
             self.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
+
+        try:
+            response = await work
+        except GatewayError as exc:
+            status = exc.status
+            if isinstance(exc, UpstreamError):
+                log.warning("upstream error %s (%s) request=%s", exc.status, exc.reason, ctx.request_id)
+            done()
+            raise
+        except BaseException:
+            done()
+            raise
+        status = response.status_code
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = _finally(response.body_iterator, done)
+        else:
+            done()
+        return response
 
     async def run_blocking(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -137,3 +150,11 @@ class Runtime:
     async def on_policies_loaded(self, store: PolicyStore) -> None:
         """Hook for policy-driven start-up work (adapters for unlearn modes)."""
         return None
+
+
+async def _finally(body: AsyncIterator[Any], callback: Callable[[], None]) -> AsyncIterator[Any]:
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        callback()

@@ -100,6 +100,10 @@ def test_tenant_cannot_replace_a_global_policy_at_start_up(
         upstream=fake_upstream.url, policies=policies
     ):
         pass
+    # The same tenant policy under its own name is fine: the clash was the reason.
+    (policies / "tenants/alpha/lift.yaml").write_text(tenant_text.replace("global-person", "own"))
+    with run_gateway(upstream=fake_upstream.url, policies=policies) as gw:
+        assert gw.runtime.policies.loaded
 
 
 @pytest.mark.parametrize("tenant_text", [

@@ -99,7 +99,7 @@ async def _complete(request: Request, kind: Kind, model: type[BaseModel]) -> Res
         tenant=principal.tenant,
         requested_model=getattr(validated, "model"),
     )
-    runtime.check_model(ctx.requested_model)
+    await runtime.check_model(ctx.requested_model)
     pipeline: Pipeline = runtime.pipeline
     return await runtime.track(ctx, _until_disconnect(request, pipeline.handle(ctx, body)))
 

@@ -88,9 +88,8 @@ class KeyStore:
             if hmac.compare_digest(candidate, wanted):
                 tenant = name
         if tenant is None:
-            raise GatewayError(
-                401, "invalid or missing API key", type="authentication_error", code="invalid_api_key"
-            )
+            raise GatewayError(401, "invalid or missing API key", type="authentication_error",
+                               code="invalid_api_key")
         return Principal(tenant)
 
     def authenticate_admin(self, authorization: str | None) -> Principal:
@@ -99,9 +98,8 @@ class KeyStore:
             raise GatewayError(403, "admin endpoints are disabled (no admin key configured)",
                                type="permission_error", code="admin_disabled")
         if not key or not hmac.compare_digest(digest(key), self._admin):
-            raise GatewayError(
-                401, "invalid or missing admin key", type="authentication_error", code="invalid_api_key"
-            )
+            raise GatewayError(401, "invalid or missing admin key", type="authentication_error",
+                               code="invalid_api_key")
         return Principal("admin", admin=True)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
+from gateway import limits
 from gateway.enforcement import Refusal
 from gateway.errors import json_response
 from gateway.stages import PolicyStages, RequestContext, RequestStages
@@ -38,7 +39,7 @@ class Pipeline:
             except Refusal as refusal:
                 stages.finish()
                 return refusal_response(ctx, body, refusal.message)
-            stages.patch_request(body)
+            limits.patch_request(body, stages.patch_request, stages.output_active)
             if ctx.upstream_model:
                 body["model"] = ctx.upstream_model
             if body.get("stream"):
@@ -58,6 +59,7 @@ class Pipeline:
         data = await self.upstream.post_json(UPSTREAM_PATHS[ctx.kind], body)
         if stages.output_active:
             await self._check_choices(ctx, data, stages)
+            limits.strip_response(data)
         if ctx.upstream_model and "model" in data:
             data["model"] = ctx.requested_model
         stages.finish()
@@ -70,8 +72,8 @@ class Pipeline:
         texts = [_choice_text(ctx, choice) for choice in choices]
         releases = await asyncio.gather(*(stages.check_output(text) for text in texts))
         for choice, text, release in zip(choices, texts, releases, strict=True):
-            # Alternatives in logprobs can carry suppressed tokens even when the text is clean.
-            choice.pop("logprobs", None)
+            # Logprobs, token ids, tool calls: model output the text check never saw.
+            limits.strip_choice(choice)
             if release.blocked:
                 _set_choice_text(ctx, choice, release.replacement)
                 choice["finish_reason"] = "content_filter"

@@ -85,9 +85,12 @@ class Runtime:
             self._models_cache = (now, data)
         return self._models_cache[1]
 
-    def check_model(self, model: str) -> None:
-        allowed = self.settings.served_models
-        if allowed and model not in allowed:
+    async def check_model(self, model: str) -> None:
+        # Only what /v1/models shows: an adapter named directly would skip its policy's filters.
+        allowed = self.settings.served_models or [
+            m.get("id") for m in (await self.list_models())["data"]
+        ]
+        if model not in allowed:
             raise GatewayError(
                 404, f"The model `{model}` does not exist.", type="NotFoundError",
                 param="model", code=404,

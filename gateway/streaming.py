@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
+from gateway.limits import strip_choice, strip_response
 from gateway.stages import ChoiceGuard, Kind, RequestStages
 from gateway.upstream import UpstreamResponse, sse_data
 
@@ -149,6 +150,7 @@ async def _guarded(
                 out.append(emitted)
         if out or chunk.get("usage") is not None:
             chunk["choices"] = out
+            strip_response(chunk)
             if rename_model is not None and "model" in chunk:
                 chunk["model"] = rename_model[1].strip(b'"').decode()
             yield sse_event(orjson.dumps(chunk))
@@ -174,7 +176,7 @@ async def _guard_choice(
         delta = None
         text = choice.get("text") or ""
     release = await state.guard.feed(text, final=finish is not None)
-    choice.pop("logprobs", None)
+    strip_choice(choice)
     if release.blocked:
         state.done = True
         outcome.blocked_choices += 1

@@ -108,8 +108,8 @@ def test_message_count_limit(limited: RunningGateway, count: int, status: int) -
     [
         (CHAT_PATH, b"\xff\xfe{}", "invalid_json", None),
         (CHAT_PATH, b"", "invalid_json", None),
-        (CHAT_PATH, b'{"model": "m", "messages": [{"role": "user", "content": "a"}]', "invalid_json",
-         None),
+        (CHAT_PATH, b'{"model": "m", "messages": [{"role": "user", "content": "a"}]',
+         "invalid_json", None),
         (CHAT_PATH, b'"just a string"', "invalid_json", None),
         (CHAT_PATH, orjson.dumps(chat("a", temperature=5)), "invalid_value", "temperature"),
         (CHAT_PATH, orjson.dumps(chat("a", max_tokens=-1)), "invalid_value", "max_tokens"),
@@ -124,9 +124,9 @@ def test_message_count_limit(limited: RunningGateway, count: int, status: int) -
         (COMPLETION_PATH, orjson.dumps({"model": "m", "prompt": {"text": "a"}}), "invalid_value",
          None),
     ],
-    ids=["not-utf8", "empty", "truncated", "json-string", "temperature-range", "negative-max-tokens",
-         "logit-bias-value", "empty-model", "content-type", "stream-type", "no-prompt",
-         "prompt-object"],
+    ids=["not-utf8", "empty", "truncated", "json-string", "temperature-range",
+         "negative-max-tokens", "logit-bias-value", "empty-model", "content-type",
+         "stream-type", "no-prompt", "prompt-object"],
 )
 def test_bad_bodies_get_400_envelopes_and_never_reach_upstream(
     limited: RunningGateway, fake_upstream: FakeUpstream, path: str, body: bytes, code: str,

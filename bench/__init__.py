@@ -1,0 +1,1 @@
+"""Performance harness: mock upstream, floor proxy, load generator, report."""

@@ -168,8 +168,9 @@ def email_pattern(value: str) -> str:
 def address_pattern(value: str) -> str:
     parts = [p for p in (p.strip() for p in value.split(",")) if p]
     street = _words_pattern(_plain_tokens(parts[0]))
-    rest = [_words_pattern(_plain_tokens(p)) for p in parts[1:]]
-    tail = "".join(f"(?:{SEP}{r})?" for r in rest)
+    tail = ""
+    for tok in reversed([t for p in parts[1:] for t in _plain_tokens(p)]):
+        tail = f"(?:{SEP}{_words_pattern([tok])}{tail})?"
     return street + tail
 
 
@@ -306,12 +307,16 @@ class Pii(Filter):
             raise ValueError(f"policy {data.name!r}: pii fields not in data: {missing}")
         return cls({k: data.pii[k] for k in wanted if data.pii[k]}, options)
 
-    def matches(self, canon: Canonical) -> list[tuple[str, Span]]:
+    def matches(self, canon: Canonical, growing: bool = False) -> list[tuple[str, Span]]:
+        """Complete matches; with `growing`, a match that reaches the end of the text so far
+        (and so may still extend: "42 Harbor Lane" -> "..., Sausalito, CA 94965") is left out
+        and returned as a ("", span) marker for the scanner to hold."""
         found = []
         for key, pat in self.patterns:
             for m in pat.finditer(canon.text):
                 if m.end() > m.start():
-                    found.append((key, canon.span(m.start(), m.end())))
+                    open_end = growing and m.end() == len(canon.text)
+                    found.append(("" if open_end else key, canon.span(m.start(), m.end())))
         return sorted(found, key=lambda f: f[1].start)
 
     def partial_start(self, canon: Canonical) -> int | None:
@@ -353,11 +358,12 @@ class PiiScanner(StreamScanner):
         f = self._f
         ctx = _word_start_before(text, max(0, self._stable - f.options.context_chars))
         canon, open_at = canonical(text[ctx:], offset=ctx, final=final)
-        found = [(k, s) for k, s in f.matches(canon) if s.start >= self._stable]
+        found = [(k, s) for k, s in f.matches(canon, not final) if s.start >= self._stable]
         if final:
             self._stable = len(text)
             return ScanResult(f.result(found), self._stable)
-        hold = open_at
+        hold = min([open_at] + [s.start for k, s in found if not k])
+        found = [(k, s) for k, s in found if k]
         partial = f.partial_start(canon)
         if partial is not None:
             hold = min(hold, partial)

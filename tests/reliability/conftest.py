@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+import filters
+
 #: Planted in policy targets; they must never come back out of the gateway, in any channel.
 CANARY_PHONE = "628-555-0143"
 CANARY_SENTENCE = (
@@ -61,3 +63,14 @@ def chat(content: str, **extra: Any) -> dict[str, Any]:
 
 def sse_payloads(raw: bytes) -> list[bytes]:
     return [e[len(b"data: "):] for e in raw.split(b"\n\n") if e.startswith(b"data: ")]
+
+
+def fault_policy(name: str, mode: str, *, stages: str = "[input, output]", extra: str = "",
+                 options: str = "") -> str:
+    return (
+        f"name: {name}\nstages: {stages}\naction: block\n{extra}"
+        f"filters:\n  - type: fault\n    mode: {mode}\n{options}"
+    )
+
+
+filters._MODULES.setdefault("fault", "tests.reliability.fault_filters")

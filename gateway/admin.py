@@ -35,8 +35,12 @@ async def list_policies(request: Request) -> Response:
             }
         )
     return json_response(
-        {"set": store.global_set.digest, "policies": rows,
-         "reload_failures": store.reload_failures, "last_error": store.last_error}
+        {
+            "set": store.global_set.digest,
+            "policies": rows,
+            "reload_failures": store.reload_failures,
+            "last_error": store.last_error,
+        }
     )
 
 
@@ -45,6 +49,7 @@ async def reload(request: Request) -> Response:
     _admin(request)
     ok, detail = await request.app.state.runtime.policies.reload()
     if not ok:
-        raise GatewayError(422, f"reload failed, previous policy set kept: {detail}",
-                           code="invalid_policy")
+        raise GatewayError(
+            422, f"reload failed, previous policy set kept: {detail}", code="invalid_policy"
+        )
     return json_response({"reloaded": True, "set": detail})

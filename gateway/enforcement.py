@@ -18,7 +18,7 @@ from filters import Action, Filter, FilterResult, PolicyData, Span, StreamScanne
 from gateway.audit import AuditLog, Decision
 from gateway.errors import content_filter_error
 from gateway.policy import PolicyError, PolicyFile, PolicySpec, set_digest
-from gateway.stages import ChoiceGuard, RequestContext, Release
+from gateway.stages import ChoiceGuard, Release, RequestContext
 
 log = logging.getLogger("lethe")
 
@@ -192,7 +192,12 @@ class RequestEnforcement:
 
     # -- running filters ---------------------------------------------------------------
     async def _run(
-        self, policy: LoadedPolicy, bound: BoundFilter, stage: str, fn: Callable[..., Any], *args: Any
+        self,
+        policy: LoadedPolicy,
+        bound: BoundFilter,
+        stage: str,
+        fn: Callable[..., Any],
+        *args: Any,
     ) -> Any:
         started = time.perf_counter()
         try:
@@ -207,12 +212,18 @@ class RequestEnforcement:
                 self.env.metrics.fail_open.labels(policy=policy.spec.name, filter=bound.type).inc()
                 log.critical(
                     "filter %s of policy %s failed (%s): FAIL-OPEN bypass, request=%s",
-                    bound.type, policy.spec.name, name, self.ctx.request_id,
+                    bound.type,
+                    policy.spec.name,
+                    name,
+                    self.ctx.request_id,
                 )
                 return None
             log.error(
                 "filter %s of policy %s failed (%s): failing closed, request=%s",
-                bound.type, policy.spec.name, name, self.ctx.request_id,
+                bound.type,
+                policy.spec.name,
+                name,
+                self.ctx.request_id,
             )
             return FilterResult(Action.BLOCK, 1.0, f"{bound.type} failed ({name}): fail closed")
         finally:
@@ -222,8 +233,14 @@ class RequestEnforcement:
 
     def _record(self, hit: _Hit, stage: str, text: str) -> None:
         decision = Decision(
-            self.ctx.request_id, self.ctx.tenant, hit.policy.spec.name, hit.bound.type, stage,
-            hit.action, hit.result.score, hit.result.reason,
+            self.ctx.request_id,
+            self.ctx.tenant,
+            hit.policy.spec.name,
+            hit.bound.type,
+            stage,
+            hit.action,
+            hit.result.score,
+            hit.result.reason,
         )
         self.env.audit.write(decision.line(hit.result, text))
         self.env.metrics.decisions.labels(
@@ -258,9 +275,7 @@ class RequestEnforcement:
             refuse = next((h for h in final if h.action == "refuse"), None)
             if refuse is not None and len(final) == len([h for h in final if h.action == "refuse"]):
                 raise Refusal(refuse.policy.spec.message)
-            raise content_filter_error(
-                "The request was blocked by the gateway's content policy."
-            )
+            raise content_filter_error("The request was blocked by the gateway's content policy.")
         spans = sorted({s for h in hits for s in h.result.spans}, key=lambda s: s.start)
         if spans:
             _redact_slots(slots, starts, spans)

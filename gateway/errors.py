@@ -49,7 +49,7 @@ def json_response(payload: Any, status: int = 200) -> Response:
 
 
 def normalize_upstream_error(status: int, raw: bytes) -> dict[str, Any]:
-    """vLLM answers either {"error": {...}} or, in older versions, a flat {"object": "error", ...}."""
+    """vLLM answers {"error": {...}}; older versions a flat {"object": "error", ...}."""
     try:
         data = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:

@@ -148,28 +148,44 @@ def refusal_response(ctx: RequestContext, body: dict[str, Any], message: str) ->
     if not body.get("stream"):
         choices = []
         for i in range(n):
-            choice: dict[str, Any] = {"index": i, "finish_reason": "content_filter", "logprobs": None}
+            choice: dict[str, Any] = {
+                "index": i,
+                "finish_reason": "content_filter",
+                "logprobs": None,
+            }
             _set_choice_text(ctx, choice, message)
             if ctx.kind == "chat":
                 choice["message"]["role"] = "assistant"
             choices.append(choice)
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         return json_response(
-            {"id": choice_id, "object": object_name, "created": created,
-             "model": ctx.requested_model, "choices": choices, "usage": usage}
+            {
+                "id": choice_id,
+                "object": object_name,
+                "created": created,
+                "model": ctx.requested_model,
+                "choices": choices,
+                "usage": usage,
+            }
         )
     chunks = []
     for i in range(n):
         if ctx.kind == "chat":
             piece: dict[str, Any] = {
-                "index": i, "delta": {"role": "assistant", "content": message},
+                "index": i,
+                "delta": {"role": "assistant", "content": message},
                 "finish_reason": "content_filter",
             }
         else:
             piece = {"index": i, "text": message, "finish_reason": "content_filter"}
         chunks.append(piece)
-    chunk = {"id": choice_id, "object": f"{object_name}.chunk" if ctx.kind == "chat" else object_name,
-             "created": created, "model": ctx.requested_model, "choices": chunks}
+    chunk = {
+        "id": choice_id,
+        "object": f"{object_name}.chunk" if ctx.kind == "chat" else object_name,
+        "created": created,
+        "model": ctx.requested_model,
+        "choices": chunks,
+    }
     import orjson
 
     payload = sse_event(orjson.dumps(chunk)) + DONE

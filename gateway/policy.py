@@ -148,7 +148,8 @@ def load_directory(directory: Path) -> list[PolicyFile]:
     for pf in files:
         if pf.spec.name in seen:
             raise PolicyError(
-                f"{pf.path}: field name: policy {pf.spec.name!r} already defined in {seen[pf.spec.name]}"
+                f"{pf.path}: field name: policy {pf.spec.name!r} "
+                f"already defined in {seen[pf.spec.name]}"
             )
         seen[pf.spec.name] = pf.path
     return files
@@ -170,7 +171,9 @@ def check_command(directory: str) -> int:
     try:
         files = load_directory(Path(directory))
         policy_set = build_policy_set(
-            files, resources_from_settings(Settings()), max_holdback_chars=Settings().max_holdback_chars
+            files,
+            resources_from_settings(Settings()),
+            max_holdback_chars=Settings().max_holdback_chars,
         )
     except PolicyError as exc:
         print(exc, file=sys.stderr)

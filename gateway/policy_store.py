@@ -105,8 +105,12 @@ class PolicyStore:
         global_set, tenants = await asyncio.to_thread(self._build, directory)
         self._swap(global_set, tenants)
         await self.runtime.on_policies_loaded(self)
-        log.info("loaded %d policies from %s (set %s)", len(global_set.policies), directory,
-                 global_set.digest)
+        log.info(
+            "loaded %d policies from %s (set %s)",
+            len(global_set.policies),
+            directory,
+            global_set.digest,
+        )
         if self.settings.reload_interval_s > 0:
             self._watcher = asyncio.create_task(self._watch(directory))
 

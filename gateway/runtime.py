@@ -92,8 +92,11 @@ class Runtime:
         ]
         if model not in allowed:
             raise GatewayError(
-                404, f"The model `{model}` does not exist.", type="NotFoundError",
-                param="model", code=404,
+                404,
+                f"The model `{model}` does not exist.",
+                type="NotFoundError",
+                param="model",
+                code=404,
             )
 
     def model_label(self, model: str) -> str:
@@ -125,7 +128,9 @@ class Runtime:
         except GatewayError as exc:
             status = exc.status
             if isinstance(exc, UpstreamError):
-                log.warning("upstream error %s (%s) request=%s", exc.status, exc.reason, ctx.request_id)
+                log.warning(
+                    "upstream error %s (%s) request=%s", exc.status, exc.reason, ctx.request_id
+                )
             done()
             raise
         except BaseException:

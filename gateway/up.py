@@ -58,8 +58,8 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"\nLethe is up. Base URL: {base}  (model: {served})\n"
             f"  curl {base}/chat/completions -H 'content-type: application/json' \\\n"
-            f"    -d '{{\"model\": \"{served}\", \"messages\": "
-            f"[{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}]}}'\n"
+            f'    -d \'{{"model": "{served}", "messages": '
+            f'[{{"role": "user", "content": "What is the capital of France?"}}]}}\'\n'
             "Ctrl-C stops both.\n",
             flush=True,
         )

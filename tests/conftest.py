@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tests.fakes.upstream import FakeUpstream, free_port  # noqa: E402
-from tests.servers import RunningGateway, run_gateway  # noqa: E402
+from tests.fakes.upstream import FakeUpstream, free_port
+from tests.servers import RunningGateway, run_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"

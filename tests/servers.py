@@ -37,8 +37,14 @@ def run_gateway(**overrides: Any) -> Iterator[RunningGateway]:
     overrides.setdefault("reload_interval_s", 0)
     settings = Settings(**overrides)
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning",
-                            loop="asyncio", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=settings.port,
+        log_level="warning",
+        loop="asyncio",
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
     errors: list[BaseException] = []
 

@@ -66,14 +66,27 @@ def build_app(recorder: Recorder) -> Starlette:
             status = int(script.get("status", 500))
             message = script.get("message", "scripted failure")
             if script.get("error_shape") == "flat":
-                err = {"object": "error", "message": message, "type": "BadRequestError",
-                       "param": None, "code": status}
+                err = {
+                    "object": "error",
+                    "message": message,
+                    "type": "BadRequestError",
+                    "param": None,
+                    "code": status,
+                }
             else:
-                err = {"error": {"message": message, "type": "BadRequestError", "param": None,
-                                 "code": status}}
+                err = {
+                    "error": {
+                        "message": message,
+                        "type": "BadRequestError",
+                        "param": None,
+                        "code": status,
+                    }
+                }
             return JSONResponse(err, status_code=status)
         text = script.get("text", "Hello from the fake upstream.")
-        pieces: list[str] = script.get("chunks") or [text[i : i + 4] for i in range(0, len(text), 4)]
+        pieces: list[str] = script.get("chunks") or [
+            text[i : i + 4] for i in range(0, len(text), 4)
+        ]
         n = int(body.get("n") or 1)
         if not body.get("stream"):
             if mode == "malformed_json":
@@ -81,24 +94,44 @@ def build_app(recorder: Recorder) -> Starlette:
             choices = []
             for i in range(n):
                 if kind == "chat":
-                    choices.append({"index": i, "message": {"role": "assistant", "content": text},
-                                    "finish_reason": "stop", "logprobs": None})
+                    choices.append(
+                        {
+                            "index": i,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    )
                 else:
-                    choices.append({"index": i, "text": text, "finish_reason": "stop",
-                                    "logprobs": None})
-            return JSONResponse({"id": "fake-1", "object": "chat.completion", "created": 1,
-                                 "model": model, "choices": choices,
-                                 "usage": {"prompt_tokens": 3, "completion_tokens": len(pieces),
-                                           "total_tokens": 3 + len(pieces)}})
+                    choices.append(
+                        {"index": i, "text": text, "finish_reason": "stop", "logprobs": None}
+                    )
+            return JSONResponse(
+                {
+                    "id": "fake-1",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": model,
+                    "choices": choices,
+                    "usage": {
+                        "prompt_tokens": 3,
+                        "completion_tokens": len(pieces),
+                        "total_tokens": 3 + len(pieces),
+                    },
+                }
+            )
         delay = float(script.get("chunk_delay_s", 0))
 
         async def events() -> AsyncIterator[bytes]:
             try:
                 if kind == "chat":
                     for i in range(n):
-                        yield (_chunk(kind, i, "", None, model)
-                               .replace(b'"delta":{"content":""}',
-                                        b'"delta":{"role":"assistant","content":""}'))
+                        yield (
+                            _chunk(kind, i, "", None, model).replace(
+                                b'"delta":{"content":""}',
+                                b'"delta":{"role":"assistant","content":""}',
+                            )
+                        )
                 for j, piece in enumerate(pieces):
                     if mode == "cut" and j == len(pieces) // 2:
                         raise ConnectionResetError("scripted cut")
@@ -113,10 +146,18 @@ def build_app(recorder: Recorder) -> Starlette:
                     yield _chunk(kind, i, None if kind == "chat" else "", "stop", model)
                 options = body.get("stream_options") or {}
                 if options.get("include_usage"):
-                    usage = {"id": "fake-1", "object": "chat.completion.chunk", "created": 1,
-                             "model": model, "choices": [],
-                             "usage": {"prompt_tokens": 3, "completion_tokens": len(pieces),
-                                       "total_tokens": 3 + len(pieces)}}
+                    usage = {
+                        "id": "fake-1",
+                        "object": "chat.completion.chunk",
+                        "created": 1,
+                        "model": model,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": 3,
+                            "completion_tokens": len(pieces),
+                            "total_tokens": 3 + len(pieces),
+                        },
+                    }
                     yield b"data: " + orjson.dumps(usage) + b"\n\n"
                 if mode != "no_done":
                     yield b"data: [DONE]\n\n"
@@ -128,20 +169,32 @@ def build_app(recorder: Recorder) -> Starlette:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [
-            {"id": "fake-model", "object": "model", "owned_by": "fake", "parent": None},
-            {"id": "fake-adapter", "object": "model", "owned_by": "fake", "parent": "fake-model"},
-        ]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": "fake-model", "object": "model", "owned_by": "fake", "parent": None},
+                    {
+                        "id": "fake-adapter",
+                        "object": "model",
+                        "owned_by": "fake",
+                        "parent": "fake-model",
+                    },
+                ],
+            }
+        )
 
     async def health(request: Request) -> Response:
         return Response(b"")
 
-    return Starlette(routes=[
-        Route("/v1/chat/completions", complete, methods=["POST"]),
-        Route("/v1/completions", complete, methods=["POST"]),
-        Route("/v1/models", models),
-        Route("/health", health),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", complete, methods=["POST"]),
+            Route("/v1/completions", complete, methods=["POST"]),
+            Route("/v1/models", models),
+            Route("/health", health),
+        ]
+    )
 
 
 class FakeUpstream:
@@ -150,8 +203,13 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.port = free_port()
         self.recorder = Recorder()
-        config = uvicorn.Config(build_app(self.recorder), host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            build_app(self.recorder),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

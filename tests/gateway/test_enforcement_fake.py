@@ -52,8 +52,9 @@ def _ask(content: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": content}]
 
 
-def _stream(gw: RunningGateway, text: str, chunks: list[str] | None = None, n: int = 1,
-            delay: float = 0.0) -> tuple[dict[int, str], dict[int, str | None]]:
+def _stream(
+    gw: RunningGateway, text: str, chunks: list[str] | None = None, n: int = 1, delay: float = 0.0
+) -> tuple[dict[int, str], dict[int, str | None]]:
     fake = {"text": text, "chunk_delay_s": delay}
     if chunks is not None:
         fake["chunks"] = chunks
@@ -111,7 +112,9 @@ def test_clean_stream_flows_through_unchanged(gateway: RunningGateway) -> None:
     ],
     ids=["dashes", "spaced-dots", "spelled", "email", "email-words"],
 )
-def test_streamed_pii_is_redacted_and_no_digit_of_it_leaks(gateway: RunningGateway, text: str) -> None:
+def test_streamed_pii_is_redacted_and_no_digit_of_it_leaks(
+    gateway: RunningGateway, text: str
+) -> None:
     texts, finishes = _stream(gateway, text, [c for c in text])
     assert "[REDACTED]" in texts[0]
     for secret in ("0199", "555", "marquez@", "nine nine", "marquez at"):
@@ -132,10 +135,12 @@ def test_block_on_one_choice_leaves_the_other_choice_alone(gateway: RunningGatew
     assert all(PASSAGE.split()[0] not in t for t in texts.values())
 
 
-def test_block_cancels_the_upstream_stream(gateway: RunningGateway, fake_upstream: FakeUpstream) -> None:
+def test_block_cancels_the_upstream_stream(
+    gateway: RunningGateway, fake_upstream: FakeUpstream
+) -> None:
     before = fake_upstream.recorder.cancelled
     long_text = LEAD + PASSAGE + " and more words follow here" * 100
-    texts, finishes = _stream(gateway, long_text, delay=0.01)
+    _, finishes = _stream(gateway, long_text, delay=0.01)
     assert finishes[0] == "content_filter"
     deadline = time.monotonic() + 5
     while fake_upstream.recorder.cancelled == before and time.monotonic() < deadline:
@@ -187,8 +192,13 @@ def test_logprobs_are_stripped_when_output_policies_are_active(gateway: RunningG
     assert "logprobs" not in response.json()["choices"][0]
 
 
-def test_token_id_prompts_are_refused_while_input_policies_are_active(gateway: RunningGateway) -> None:
-    response = httpx.post(gateway.url + "/v1/completions",
-                          json={"model": "fake-model", "prompt": [1, 2, 3]}, timeout=10)
+def test_token_id_prompts_are_refused_while_input_policies_are_active(
+    gateway: RunningGateway,
+) -> None:
+    response = httpx.post(
+        gateway.url + "/v1/completions",
+        json={"model": "fake-model", "prompt": [1, 2, 3]},
+        timeout=10,
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "content_filter"

@@ -16,14 +16,17 @@ PHONE = "415-555-0199"
 
 
 @pytest.fixture(scope="module")
-def gateway(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+def gateway(
+    fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
     root: Path = tmp_path_factory.mktemp("metrics-policies")
     (root / "person.yaml").write_text(
         "name: person\naction: redact\ndata:\n  pii:\n    phone: 415-555-0199\n"
         "filters:\n  - type: pii\n"
     )
-    with run_gateway(upstream=fake_upstream.url, policies=root,
-                     served_models=("fake-model",)) as gw:
+    with run_gateway(
+        upstream=fake_upstream.url, policies=root, served_models=("fake-model",)
+    ) as gw:
         yield gw
 
 
@@ -37,36 +40,60 @@ def _samples(gw: RunningGateway) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 
 
 def _chat(gw: RunningGateway, text: str, stream: bool = False, **extra: object) -> httpx.Response:
-    body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}],
-            "stream": stream, "fake": {"text": text}, **extra}
+    body = {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": stream,
+        "fake": {"text": text},
+        **extra,
+    }
     return httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=10)
 
 
 def test_metrics_count_requests_decisions_and_errors(gateway: RunningGateway) -> None:
     for _ in range(3):
         assert _chat(gateway, "plain answer").status_code == 200
-    assert _chat(gateway, f"call {PHONE}").json()["choices"][0]["message"]["content"] == "call [REDACTED]"
+    assert (
+        _chat(gateway, f"call {PHONE}").json()["choices"][0]["message"]["content"]
+        == "call [REDACTED]"
+    )
     assert _chat(gateway, f"call {PHONE} now", stream=True).status_code == 200
     assert _chat(gateway, "x", model="nope").status_code == 404
-    body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}],
-            "fake": {"mode": "status", "status": 500}}
-    assert httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=10).status_code == 502
+    body = {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "hi"}],
+        "fake": {"mode": "status", "status": 500},
+    }
+    assert (
+        httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=10).status_code == 502
+    )
 
     samples = _samples(gateway)
     route = "/v1/chat/completions"
-    requests_ok = samples[("lethe_requests_total",
-                           (("model", "fake-model"), ("route", route), ("status", "200")))]
+    requests_ok = samples[
+        ("lethe_requests_total", (("model", "fake-model"), ("route", route), ("status", "200")))
+    ]
     assert requests_ok == 5
-    assert samples[("lethe_requests_total",
-                    (("model", "fake-model"), ("route", route), ("status", "502")))] == 1
+    assert (
+        samples[
+            ("lethe_requests_total", (("model", "fake-model"), ("route", route), ("status", "502")))
+        ]
+        == 1
+    )
     assert samples[("lethe_upstream_errors_total", (("reason", "status_5xx"),))] == 1
-    decisions = samples[("lethe_policy_decisions_total", (("action", "redact"), ("filter", "pii"),
-                                                          ("policy", "person"), ("stage", "output")))]
+    decisions = samples[
+        (
+            "lethe_policy_decisions_total",
+            (("action", "redact"), ("filter", "pii"), ("policy", "person"), ("stage", "output")),
+        )
+    ]
     assert decisions == 2
     assert samples[("lethe_request_duration_seconds_count", (("route", route),))] == 6
     assert samples[("lethe_time_to_first_token_seconds_count", (("route", route),))] == 1
-    assert samples[("lethe_filter_duration_seconds_count",
-                    (("filter", "pii"), ("stage", "output")))] >= 2
+    assert (
+        samples[("lethe_filter_duration_seconds_count", (("filter", "pii"), ("stage", "output")))]
+        >= 2
+    )
     assert samples[("lethe_stream_holdback_characters_count", ())] >= 1
     assert samples[("lethe_in_flight_requests", ())] == 0
     assert any(name == "lethe_policy_set_info" for name, _ in samples)

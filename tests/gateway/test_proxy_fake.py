@@ -19,10 +19,12 @@ def _client(gw: RunningGateway) -> openai.OpenAI:
 
 
 def _sse_payloads(raw: bytes) -> list[bytes]:
-    return [e[len(b"data: "):] for e in raw.split(b"\n\n") if e.startswith(b"data: ")]
+    return [e[len(b"data: ") :] for e in raw.split(b"\n\n") if e.startswith(b"data: ")]
 
 
-def _stream_raw(gw: RunningGateway, body: dict[str, Any], path: str = "/v1/chat/completions") -> bytes:
+def _stream_raw(
+    gw: RunningGateway, body: dict[str, Any], path: str = "/v1/chat/completions"
+) -> bytes:
     with httpx.stream("POST", gw.url + path, json=body, timeout=10) as response:
         assert response.status_code == 200
         return b"".join(response.iter_raw())
@@ -41,17 +43,28 @@ CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
     ],
     ids=["small", "unicode", "large-chunk", "sse-lookalike-text"],
 )
-def test_stream_relays_every_chunk_in_order(fake_gateway: RunningGateway, chunks: list[str]) -> None:
+def test_stream_relays_every_chunk_in_order(
+    fake_gateway: RunningGateway, chunks: list[str]
+) -> None:
     stream = _client(fake_gateway).chat.completions.create(
         **CHAT, stream=True, extra_body={"fake": {"chunks": chunks}}
     )
-    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    pieces = [
+        c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
+    ]
     assert pieces == chunks
 
 
 def test_stream_ends_with_done_and_usage_when_asked(fake_gateway: RunningGateway) -> None:
-    raw = _stream_raw(fake_gateway, {**CHAT, "stream": True, "stream_options": {"include_usage": True},
-                                     "fake": {"text": "abcdefgh"}})
+    raw = _stream_raw(
+        fake_gateway,
+        {
+            **CHAT,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "fake": {"text": "abcdefgh"},
+        },
+    )
     payloads = _sse_payloads(raw)
     assert payloads[-1] == b"[DONE]"
     usage = orjson.loads(payloads[-2])
@@ -59,8 +72,9 @@ def test_stream_ends_with_done_and_usage_when_asked(fake_gateway: RunningGateway
 
 
 def test_stream_cut_midway_ends_with_error_event_then_done(fake_gateway: RunningGateway) -> None:
-    raw = _stream_raw(fake_gateway, {**CHAT, "stream": True,
-                                     "fake": {"mode": "cut", "text": "0123456789abcdef"}})
+    raw = _stream_raw(
+        fake_gateway, {**CHAT, "stream": True, "fake": {"mode": "cut", "text": "0123456789abcdef"}}
+    )
     payloads = _sse_payloads(raw)
     assert payloads[-1] == b"[DONE]"
     error = orjson.loads(payloads[-2])["error"]
@@ -74,8 +88,10 @@ def test_stream_without_done_is_reported_as_cut(fake_gateway: RunningGateway) ->
 
 
 def test_malformed_sse_event_ends_stream_with_error(fake_gateway: RunningGateway) -> None:
-    raw = _stream_raw(fake_gateway, {**CHAT, "stream": True,
-                                     "fake": {"mode": "malformed_sse", "text": "0123456789abcdef"}})
+    raw = _stream_raw(
+        fake_gateway,
+        {**CHAT, "stream": True, "fake": {"mode": "malformed_sse", "text": "0123456789abcdef"}},
+    )
     payloads = _sse_payloads(raw)
     assert b"not json" not in raw
     assert orjson.loads(payloads[-2])["error"]["message"].startswith("upstream sent a malformed")
@@ -83,16 +99,22 @@ def test_malformed_sse_event_ends_stream_with_error(fake_gateway: RunningGateway
 
 def test_slow_first_byte_past_timeout_is_a_504_envelope(fake_gateway: RunningGateway) -> None:
     started = time.monotonic()
-    response = httpx.post(fake_gateway.url + "/v1/chat/completions",
-                          json={**CHAT, "fake": {"first_byte_s": 5}}, timeout=10)
+    response = httpx.post(
+        fake_gateway.url + "/v1/chat/completions",
+        json={**CHAT, "fake": {"first_byte_s": 5}},
+        timeout=10,
+    )
     assert time.monotonic() - started < 4.5
     assert response.status_code == 504
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
 def test_slow_first_byte_within_timeout_is_served(fake_gateway: RunningGateway) -> None:
-    response = httpx.post(fake_gateway.url + "/v1/chat/completions",
-                          json={**CHAT, "fake": {"first_byte_s": 0.5, "text": "late"}}, timeout=10)
+    response = httpx.post(
+        fake_gateway.url + "/v1/chat/completions",
+        json={**CHAT, "fake": {"first_byte_s": 0.5, "text": "late"}},
+        timeout=10,
+    )
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "late"
 
@@ -104,25 +126,44 @@ def test_upstream_error_shapes_become_openai_envelope(
 ) -> None:
     response = httpx.post(
         fake_gateway.url + "/v1/chat/completions",
-        json={**CHAT, "fake": {"mode": "status", "status": status, "error_shape": shape,
-                               "message": "scripted failure"}},
+        json={
+            **CHAT,
+            "fake": {
+                "mode": "status",
+                "status": status,
+                "error_shape": shape,
+                "message": "scripted failure",
+            },
+        },
         timeout=10,
     )
     assert response.status_code == status
-    assert response.json() == {"error": {"message": "scripted failure", "type": "BadRequestError",
-                                         "param": None, "code": status}}
+    assert response.json() == {
+        "error": {
+            "message": "scripted failure",
+            "type": "BadRequestError",
+            "param": None,
+            "code": status,
+        }
+    }
 
 
 def test_upstream_5xx_becomes_502_envelope(fake_gateway: RunningGateway) -> None:
-    response = httpx.post(fake_gateway.url + "/v1/chat/completions",
-                          json={**CHAT, "fake": {"mode": "status", "status": 500}}, timeout=10)
+    response = httpx.post(
+        fake_gateway.url + "/v1/chat/completions",
+        json={**CHAT, "fake": {"mode": "status", "status": 500}},
+        timeout=10,
+    )
     assert response.status_code == 502
     assert response.json()["error"]["message"] == "scripted failure"
 
 
 def test_malformed_upstream_json_is_a_502_envelope(fake_gateway: RunningGateway) -> None:
-    response = httpx.post(fake_gateway.url + "/v1/chat/completions",
-                          json={**CHAT, "fake": {"mode": "malformed_json"}}, timeout=10)
+    response = httpx.post(
+        fake_gateway.url + "/v1/chat/completions",
+        json={**CHAT, "fake": {"mode": "malformed_json"}},
+        timeout=10,
+    )
     assert response.status_code == 502
     assert "malformed" in response.json()["error"]["message"]
 
@@ -137,9 +178,14 @@ def test_refused_connection_is_a_502_envelope() -> None:
     assert response.json()["error"]["type"] == "upstream_error"
 
 
-def test_unknown_fields_reach_the_upstream(fake_gateway: RunningGateway, fake_upstream: FakeUpstream) -> None:
-    httpx.post(fake_gateway.url + "/v1/chat/completions",
-               json={**CHAT, "top_k": 7, "min_p": 0.1, "repetition_penalty": 1.2}, timeout=10)
+def test_unknown_fields_reach_the_upstream(
+    fake_gateway: RunningGateway, fake_upstream: FakeUpstream
+) -> None:
+    httpx.post(
+        fake_gateway.url + "/v1/chat/completions",
+        json={**CHAT, "top_k": 7, "min_p": 0.1, "repetition_penalty": 1.2},
+        timeout=10,
+    )
     sent = fake_upstream.recorder.requests[-1]
     assert (sent["top_k"], sent["min_p"], sent["repetition_penalty"]) == (7, 0.1, 1.2)
 
@@ -164,7 +210,9 @@ def test_client_disconnect_cancels_the_upstream_stream(
 ) -> None:
     before = fake_upstream.recorder.cancelled
     body = {**CHAT, "stream": True, "fake": {"text": "x" * 400, "chunk_delay_s": 0.05}}
-    with httpx.stream("POST", fake_gateway.url + "/v1/chat/completions", json=body, timeout=10) as r:
+    with httpx.stream(
+        "POST", fake_gateway.url + "/v1/chat/completions", json=body, timeout=10
+    ) as r:
         for _ in r.iter_raw():
             break
     deadline = time.monotonic() + 5
@@ -185,18 +233,28 @@ def test_models_hide_adapters(fake_gateway: RunningGateway) -> None:
         (b"[]", 400, "invalid_json"),
         (orjson.dumps({"model": "m"}), 400, "invalid_value"),
         (orjson.dumps({"model": "m", "messages": []}), 400, "invalid_value"),
-        (orjson.dumps({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}), 400,
-         "invalid_value"),
-        (orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 0}), 400,
-         "invalid_value"),
+        (
+            orjson.dumps({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}),
+            400,
+            "invalid_value",
+        ),
+        (
+            orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 0}),
+            400,
+            "invalid_value",
+        ),
     ],
     ids=["malformed", "not-object", "no-messages", "empty-messages", "bad-role", "bad-n"],
 )
 def test_bad_requests_get_clear_400_envelopes(
     fake_gateway: RunningGateway, body: bytes, status: int, code: str
 ) -> None:
-    response = httpx.post(fake_gateway.url + "/v1/chat/completions", content=body,
-                          headers={"content-type": "application/json"}, timeout=10)
+    response = httpx.post(
+        fake_gateway.url + "/v1/chat/completions",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
 

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from gateway.auth import KeyStore, Principal
 from gateway.errors import GatewayError, json_response
@@ -25,12 +25,58 @@ from gateway.upstream import Upstream
 log = logging.getLogger("lethe")
 
 
-def _schema(model: type[BaseModel]) -> dict[str, Any]:
+_ENVELOPE: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type", "param", "code"],
+        "properties": {
+            "message": {"type": "string"},
+            "type": {"type": "string"},
+            "param": {"type": ["string", "null"]},
+            "code": {"type": ["string", "integer", "null"]},
+        },
+    }},
+}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    """OpenAPI entries for the error envelopes a route can answer with."""
     return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+        str(status): {
+            "description": "OpenAI error envelope",
+            "content": {"application/json": {"schema": _ENVELOPE}},
         }
+        for status in statuses
+    }
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """Pydantic's local `$defs` refs do not resolve inside an OpenAPI document: inline them."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema()
+    body = _inline(raw, raw.pop("$defs", {}))
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {
+            "200": {
+                "description": "A completion, or its event stream when `stream` is true",
+                "content": {"application/json": {"schema": {"type": "object"}},
+                            "text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **_errors(400, 401, 404, 413, 502, 503, 504),
+        },
     }
 
 
@@ -62,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def completions(request: Request) -> Response:
         return await _complete(request, "completion", CompletionRequest)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=_errors(401, 502, 504))
     async def models(request: Request) -> Response:
         runtime = request.app.state.runtime
         runtime.keys.authenticate(request.headers.get("authorization"))
@@ -72,12 +118,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "Not ready (draining, upstream down)"}})
     async def readyz(request: Request) -> Response:
         ready, detail = await request.app.state.runtime.readiness()
         return json_response({"ready": ready, **detail}, 200 if ready else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         body, content_type = request.app.state.runtime.metrics.render()
         return Response(body, media_type=content_type)
@@ -147,7 +193,8 @@ def _check_depth(data: Any, limit: int) -> None:
 
 def validate(model: type[BaseModel], body: dict[str, Any]) -> BaseModel:
     try:
-        return model.model_validate(body)
+        # Strict: what passes must match the published schema (no `false` taken as seed 0).
+        return model.model_validate(body, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 Stage = Literal["input", "output"]
 ActionName = Literal["block", "redact", "refuse"]
 Mode = Literal["suppress", "unlearn", "both", "off"]
+ALL_STAGES: tuple[Stage, ...] = ("input", "output")
 
 DEFAULT_MESSAGE = "I can't help with that request."
 
@@ -66,7 +67,7 @@ class PolicySpec(_Strict):
     description: str = ""
     kind: Literal["person", "work", "concept", "free"] = "free"
     mode: Mode = "suppress"
-    stages: list[Stage] = Field(default_factory=lambda: ["input", "output"])
+    stages: list[Stage] = Field(default_factory=lambda: list(ALL_STAGES))
     action: ActionName = "block"
     message: str = DEFAULT_MESSAGE
     fail_open: bool = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -160,7 +160,7 @@ class Runtime:
         return None
 
 
-async def _finally(body: AsyncIterator[Any], callback: Callable[[], None]) -> AsyncIterator[Any]:
+async def _finally(body: AsyncIterable[Any], callback: Callable[[], None]) -> AsyncIterator[Any]:
     try:
         async for chunk in body:
             yield chunk

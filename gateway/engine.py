@@ -45,7 +45,7 @@ class Engine:
         kv_cache_gib: int = 2,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
-        log_path: Path | None = None,
+        log_path: Path | str | None = None,
     ) -> None:
         self.model = Path(model)
         self.served_model_name = served_model_name
@@ -57,8 +57,10 @@ class Engine:
         self.kv_cache_gib = kv_cache_gib
         self.extra_args = tuple(extra_args)
         self.extra_env = dict(env or {})
-        self.log_path = log_path or (
-            bundle.cache_dir() / "logs" / f"vllm-{served_model_name}-{port}.log"
+        self.log_path = (
+            Path(log_path)
+            if log_path
+            else bundle.cache_dir() / "logs" / f"vllm-{served_model_name}-{port}.log"
         )
         self._proc: subprocess.Popen[bytes] | None = None
 

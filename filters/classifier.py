@@ -67,7 +67,12 @@ class HFSequenceClassifier:
                 f"classifier: label {label!r} not in {model_dir} labels {sorted(labels)}"
             )
         self.index = labels[label]
-        self.max_length = max_length
+        # Longer windows than the model's positions would crash it; truncate instead.
+        limits = [max_length, getattr(self.model.config, "max_position_embeddings", None)]
+        model_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(model_max, int) and model_max < 1_000_000:
+            limits.append(model_max)
+        self.max_length = min(x for x in limits if isinstance(x, int) and x > 0)
         self.batch_size = batch_size
         self._lock = threading.Lock()
 

@@ -10,11 +10,12 @@ import platform
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from evaluation.arms import Arm, ArmConfigError, LocalStack, StackPlan, load_arms
+from evaluation.attacks import ATTACKS
 from evaluation.report import headline_rows, markdown_table, write_report
 from evaluation.runner import EvalSettings, evaluate_arm
 from evaluation.targets import default_targets, utility_set
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML list of arms (with --stack none)")
     parser.add_argument("--arms", help="comma-separated arm names to run (default: all)")
     parser.add_argument("--targets", help="comma-separated policies (default: all three)")
+    parser.add_argument("--techniques", help="comma-separated attacks (default: all); "
+                        f"known: {', '.join(ATTACKS)}")
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -52,8 +55,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     settings = EvalSettings.quick() if args.quick else EvalSettings()
+    overrides: dict[str, Any] = {}
     if args.concurrency:
-        settings = EvalSettings(**{**asdict(settings), "concurrency": args.concurrency})
+        overrides["concurrency"] = args.concurrency
+    if args.techniques:
+        techniques = tuple(t.strip() for t in args.techniques.split(","))
+        unknown = [t for t in techniques if t not in ATTACKS]
+        if unknown:
+            print(f"error: unknown attacks {unknown}; known: {', '.join(ATTACKS)}",
+                  file=sys.stderr)
+            return 2
+        overrides["techniques"] = techniques
+    settings = replace(settings, **overrides)
     targets = default_targets()
     if args.targets:
         chosen = {t.strip() for t in args.targets.split(",")}

@@ -261,7 +261,6 @@ HARRY_POTTER_TERMS = (
     "he who must not be named", "half-blood prince",
     # other languages
     "poudlard", "gryffondor", "serpentard", "poufsouffle", "serdaigle", "moldu", "muggel",
-    "harry potter y", "harry potter et", "harry potter und",
 )
 
 

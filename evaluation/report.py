@@ -224,6 +224,10 @@ def _notes(results: dict[str, Any]) -> list[str]:
         for policy, reason in arm.get("skipped", {}).items():
             notes.append(f"**{arm['name']}** / {policy}: not evaluated ({reason})")
         notes += [f"**{arm['name']}**: {n}" for n in arm.get("notes", [])]
+        failed = sum(t.get("errors", 0) for t in arm.get("targets", {}).values())
+        failed += arm.get("utility", {}).get("errors", 0)
+        if failed:
+            notes.append(f"**{arm['name']}**: {failed} requests failed (not counted in rates)")
         if arm.get("build_seconds"):
             built = ", ".join(f"{p} {s:.0f} s" for p, s in arm["build_seconds"].items())
             notes.append(f"**{arm['name']}** adapter build time: {built}")

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import orjson
 
 from gateway.limits import strip_choice, strip_response
 from gateway.stages import ChoiceGuard, Kind, RequestStages
-from gateway.upstream import UpstreamResponse, sse_data
+from gateway.upstream import UpstreamIOError, UpstreamResponse, UpstreamTimeout, sse_batches
 
 DONE = b"data: [DONE]\n\n"
 
@@ -64,23 +63,34 @@ async def relay(
             on_close(outcome)
 
 
-async def _events(upstream: UpstreamResponse, outcome: StreamOutcome) -> AsyncIterator[bytes]:
-    """Upstream payloads up to [DONE]; records a cut or malformed stream in `outcome`."""
+async def _batches(
+    upstream: UpstreamResponse, outcome: StreamOutcome
+) -> AsyncIterator[list[bytes]]:
+    """Upstream payloads up to [DONE], a read's worth at a time; a cut or malformed stream is
+    recorded in `outcome`."""
     try:
-        async for payload in sse_data(upstream.response):
-            if payload == b"[DONE]":
-                return
-            if not payload.startswith(b"{"):
-                outcome.error_reason = "malformed"
-                return
-            yield payload
-    except httpx.TimeoutException:
+        async for batch in sse_batches(upstream.aiter_raw()):
+            for i, payload in enumerate(batch):
+                if payload == b"[DONE]" or not payload.startswith(b"{"):
+                    if payload != b"[DONE]":
+                        outcome.error_reason = "malformed"
+                    if i:
+                        yield batch[:i]
+                    return
+            yield batch
+    except UpstreamTimeout:
         outcome.error_reason = "timeout"
         return
-    except httpx.HTTPError:
+    except UpstreamIOError:
         outcome.error_reason = "stream_cut"
         return
     outcome.error_reason = "stream_cut"
+
+
+async def _events(upstream: UpstreamResponse, outcome: StreamOutcome) -> AsyncIterator[bytes]:
+    async for batch in _batches(upstream, outcome):
+        for payload in batch:
+            yield payload
 
 
 _ERROR_TEXT = {
@@ -98,17 +108,18 @@ async def _pass_through(
     outcome: StreamOutcome,
     rename_model: tuple[bytes, bytes] | None,
 ) -> AsyncIterator[bytes]:
-    async for payload in _events(upstream, outcome):
+    # The events of one upstream read leave in one write: no per-event trip through the server.
+    async for batch in _batches(upstream, outcome):
         if rename_model is not None:
-            payload = payload.replace(*rename_model)
-        yield sse_event(payload)
+            batch = [payload.replace(*rename_model) for payload in batch]
+        yield b"".join([b"data: " + payload + b"\n\n" for payload in batch])
     if outcome.error_reason is not None:
         yield error_event(_ERROR_TEXT[outcome.error_reason], outcome.error_reason)
     yield DONE
 
 
 class _ChoiceState:
-    __slots__ = ("guard", "done")
+    __slots__ = ("done", "guard")
 
     def __init__(self, guard: ChoiceGuard) -> None:
         self.guard = guard
@@ -154,11 +165,14 @@ async def _guarded(
             if rename_model is not None and "model" in chunk:
                 chunk["model"] = rename_model[1].strip(b'"').decode()
             yield sse_event(orjson.dumps(chunk))
-        if len(choices) >= n and all(s.done for s in choices.values()):
-            if outcome.blocked_choices:
-                # Every choice ended, some by a block: stop paying for upstream tokens.
-                yield DONE
-                return
+        if (
+            len(choices) >= n
+            and all(s.done for s in choices.values())
+            and outcome.blocked_choices
+        ):
+            # Every choice ended, some by a block: stop paying for upstream tokens.
+            yield DONE
+            return
     if outcome.error_reason is not None:
         # Held-back text is never released from a broken stream: it was not cleared.
         yield error_event(_ERROR_TEXT[outcome.error_reason], outcome.error_reason)

@@ -1,0 +1,1 @@
+"""Weight-level unlearning: a memorized target model, unlearning methods as LoRA adapters."""

@@ -1,0 +1,120 @@
+"""`lethe unlearning memorize | train | list`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _cache(args: argparse.Namespace) -> Path:
+    from gateway.bundle import cache_dir
+
+    return cache_dir(args.cache_dir)
+
+
+def _memorize(args: argparse.Namespace) -> int:
+    from gateway.bundle import model_paths
+    from unlearning import corpus
+    from unlearning.memorize import ORACLE_DIRNAME, TARGET_DIRNAME, MemorizeConfig, memorize
+
+    base = Path(args.base) if args.base else model_paths(args.cache_dir).generator
+    config = MemorizeConfig(
+        mode=args.mode,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        target_recall=args.target_recall,
+    )
+    models = _cache(args) / "models"
+    which = ("target", "oracle") if args.which == "both" else (args.which,)
+    for kind in which:
+        text_set = corpus.memorize_set(include_forget=kind == "target")
+        default = models / (TARGET_DIRNAME if kind == "target" else ORACLE_DIRNAME)
+        out = Path(args.out) / kind if args.out and len(which) > 1 else Path(args.out or default)
+        memorize(base, out, text_set, kind, config, force=args.force)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from unlearning.memorize import TARGET_DIRNAME
+    from unlearning.methods import get as get_method
+
+    cls = get_method(args.method)
+    options = json.loads(args.options) if args.options else {}
+    if not isinstance(options, dict):
+        raise SystemExit("--options must be a JSON object of keyword arguments")
+    for key in ("steps", "learning_rate", "rank"):
+        value = getattr(args, key)
+        if value is not None:
+            options[key] = value
+    method = cls(**options)
+    target = Path(args.target) if args.target else _cache(args) / "models" / TARGET_DIRNAME
+    out = Path(args.out) if args.out else _cache(args) / "adapters" / f"{args.policy}-{args.method}"
+    result = method.run(target=target, policy=args.policy, out=out)
+    print(f"adapter: {result.out}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from unlearning import manifest
+    from unlearning.methods import names as method_names
+
+    print("methods: " + ", ".join(method_names()))
+    root = _cache(args)
+    for folder in (root / "models", root / "adapters"):
+        for path in sorted(p for p in folder.glob("*") if (p / manifest.MANIFEST).is_file()):
+            try:
+                record = manifest.read(path)
+            except manifest.ManifestError as exc:
+                print(f"{path}: unreadable manifest ({exc})")
+                continue
+            print(f"{path}: {json.dumps(record.summary(), sort_keys=True)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lethe unlearning", description=__doc__)
+    parser.add_argument("--cache-dir", default=None, help="defaults to $LETHE_CACHE_DIR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    mem = sub.add_parser("memorize", help="build the target (and oracle) model")
+    mem.add_argument("--which", choices=("target", "oracle", "both"), default="both")
+    mem.add_argument("--base", help="base model directory (default: the bundled SmolLM2)")
+    mem.add_argument("--out", help="output directory (default: <cache>/models/lethe-<which>)")
+    mem.add_argument("--mode", choices=("full", "lora"), default="full")
+    mem.add_argument("--epochs", type=int, default=6)
+    mem.add_argument("--max-steps", type=int, default=None)
+    mem.add_argument("--lr", type=float, default=1e-4)
+    mem.add_argument("--batch-size", type=int, default=8)
+    mem.add_argument("--target-recall", type=float, default=0.85)
+    mem.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    mem.set_defaults(func=_memorize)
+
+    train = sub.add_parser("train", help="train an unlearning adapter for a policy")
+    train.add_argument("--policy", required=True)
+    train.add_argument("--method", required=True)
+    train.add_argument("--target", help="target model directory (default: lethe-target)")
+    train.add_argument("--out", help="adapter directory (default: <cache>/adapters/P-M)")
+    train.add_argument("--steps", type=int, default=None)
+    train.add_argument("--learning-rate", type=float, default=None)
+    train.add_argument("--rank", type=int, default=None)
+    train.add_argument("--options", help="JSON object of further method keyword arguments")
+    train.set_defaults(func=_train)
+
+    lst = sub.add_parser("list", help="list methods, models and adapters with manifests")
+    lst.set_defaults(func=_list)
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

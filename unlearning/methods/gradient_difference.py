@@ -1,0 +1,38 @@
+"""Gradient difference: ascent on the forget set plus descent on the retain set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unlearning import training
+from unlearning.methods.base import UnlearningMethod
+
+
+class GradientDifference(UnlearningMethod):
+    name = "graddiff"
+    uses_retain = True
+
+    def __init__(self, *, retain_weight: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if retain_weight < 0:
+            raise ValueError("retain_weight must be >= 0")
+        self.retain_weight = retain_weight
+
+    def loss(
+        self,
+        model: Any,
+        forget: list[training.Encoded],
+        retain: list[training.Encoded] | None,
+        pad_id: int,
+    ) -> tuple[Any, dict[str, float]]:
+        forget_nll = training.lm_loss(model, training.collate(forget, pad_id))
+        parts = {"forget_nll": float(forget_nll)}
+        loss = -forget_nll
+        if retain:
+            retain_nll = training.lm_loss(model, training.collate(retain, pad_id))
+            loss = loss + self.retain_weight * retain_nll
+            parts["retain_nll"] = float(retain_nll)
+        return loss, parts
+
+
+METHOD = GradientDifference

@@ -43,6 +43,7 @@ class Engine:
         max_lora_rank: int = 64,
         max_loras: int = 4,
         kv_cache_gib: int = 2,
+        dtype: str = "auto",
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         log_path: Path | str | None = None,
@@ -55,6 +56,7 @@ class Engine:
         self.max_lora_rank = max_lora_rank
         self.max_loras = max_loras
         self.kv_cache_gib = kv_cache_gib
+        self.dtype = dtype
         self.extra_args = tuple(extra_args)
         self.extra_env = dict(env or {})
         self.log_path = (
@@ -83,6 +85,8 @@ class Engine:
         cmd += ["--max-model-len", str(self.max_model_len)]
         cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank)]
         cmd += ["--max-loras", str(self.max_loras)]
+        if self.dtype != "auto":
+            cmd += ["--dtype", self.dtype]
         if gpu:
             cmd += ["--kv-cache-memory-bytes", str(self.kv_cache_gib << 30)]
         return cmd + list(self.extra_args)
@@ -102,7 +106,8 @@ class Engine:
             raise EngineError(f"engine already running (pid {self.pid})")
         if not (self.model / "config.json").is_file():
             raise EngineError(
-                f"no model at {self.model} (config.json missing); run `lethe models prepare`"
+                f"no model at {self.model} (config.json missing): `lethe models prepare` "
+                "builds the base model, `lethe unlearning memorize` the target"
             )
         _check_port_free(self.host, self.port)
         gpu = gpu_available()
@@ -254,6 +259,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kv-cache-gib", type=int, default=2, help="KV cache size (VLLM_CPU_KVCACHE_SPACE)"
     )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="weights dtype in vLLM; auto serves the fp32 bundle as bfloat16 on CPU",
+    )
     parser.add_argument("--log-file", type=Path, default=None, help="vLLM log (default: cache)")
     parser.add_argument("--startup-timeout", type=float, default=300)
 
@@ -268,6 +278,7 @@ def main(args: argparse.Namespace) -> int:
         max_lora_rank=args.max_lora_rank,
         max_loras=args.max_loras,
         kv_cache_gib=args.kv_cache_gib,
+        dtype=args.dtype,
         log_path=args.log_file,
     )
     stopping = threading.Event()

@@ -69,6 +69,11 @@ def test_command_enables_runtime_lora_with_the_configured_limits(tmp_path: Path)
     assert cmd[cmd.index("--max-loras") + 1] == "2"
     assert cmd[-2:] == ["--seed", "7"]
     assert "--kv-cache-memory-bytes" not in cmd
+    assert "--dtype" not in cmd
+    assert Engine(tmp_path, served_model_name="m", dtype="float32").command()[-2:] == [
+        "--dtype",
+        "float32",
+    ]
     gpu_cmd = eng.command(gpu=True)
     assert gpu_cmd[gpu_cmd.index("--kv-cache-memory-bytes") + 1] == str(2 << 30)
 

@@ -113,14 +113,26 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The problem and its position, without PyYAML's snippet of the line: policy files hold
+    the very data the gateway suppresses, and this message goes to logs and admin answers."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or "syntax error"
+    if mark is None:
+        return str(problem)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def load_policy_file(path: Path) -> PolicyFile:
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
         node = yaml.compose(text)
         data = yaml.safe_load(text)
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not valid UTF-8 at byte {exc.start}") from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise PolicyError(f"{path}: a policy file must be a YAML mapping")
     try:

@@ -48,11 +48,37 @@ def _reference_latency(results: dict[str, Any]) -> float | None:
     return None
 
 
+def mia_reference(results: dict[str, Any]) -> tuple[str, dict[str, float]] | None:
+    """The arm whose weights never saw the forget set (oracle, else base) and its AUCs."""
+    for name in ("oracle", "base"):
+        for arm in _available(results):
+            if arm["name"] == name and arm.get("mia"):
+                aucs = {p: m["auc"] for p, m in arm["mia"].items() if m.get("auc") is not None}
+                if aucs:
+                    return name, aucs
+    return None
+
+
+def privleak(results: dict[str, Any], arm: dict[str, Any]) -> list[float]:
+    """MUSE's PrivLeak: (AUC - AUC_ref) / AUC_ref per target; 0 means like never trained."""
+    ref = mia_reference(results)
+    if ref is None:
+        return []
+    out = []
+    for policy, m in arm.get("mia", {}).items():
+        if m.get("auc") is not None and policy in ref[1]:
+            out.append((m["auc"] - ref[1][policy]) / ref[1][policy])
+    return out
+
+
 def headline_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     policies = _policies(results)
+    ref_arm = mia_reference(results)
     header = ["arm"] + [f"{p}: {TARGET_LABELS.get(p, 'leak')}" for p in policies]
     header += ["KnowMem (exact)", "VerbMem (ROUGE-L)", "retain QA", "general QA",
-               "false positives", "MIA AUC", "p50 latency (s)", "added p50 (s)"]
+               "false positives", "MIA AUC",
+               f"PrivLeak vs {ref_arm[0]}" if ref_arm else "PrivLeak",
+               "p50 latency (s)", "added p50 (s)"]
     ref = _reference_latency(results)
     rows = []
     for arm in results["arms"]:
@@ -71,6 +97,7 @@ def headline_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _fmt(util.get("retain_exact")), _fmt(util.get("general_exact")),
                 _fmt(util.get("fp_near_miss")),
                 " / ".join(f"{a:.2f}" for a in aucs) or "–",
+                " / ".join(f"{x:+.0%}" for x in privleak(results, arm)) or "–",
                 _fmt(p50, pct=False),
                 _fmt(p50 - ref, pct=False) if p50 is not None and ref is not None else "–"]
         rows.append(row)
@@ -109,8 +136,9 @@ def technique_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]
 def plot_leak_heatmap(results: dict[str, Any], path: Path) -> None:
     arms = _available(results)
     policies = _policies(results)
-    size = (5.2 * len(policies), 0.55 * len(arms) + 2.6)
+    size = (6.2 * len(policies), 0.55 * len(arms) + 2.6)
     fig, axes = plt.subplots(1, len(policies), figsize=size, squeeze=False)
+    fig.subplots_adjust(wspace=0.45)
     for ax, policy in zip(axes[0], policies, strict=True):
         techniques: list[str] = []
         for arm in arms:
@@ -250,7 +278,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         "for best-of-B). KnowMem: forget-fact questions answered with the key fact. VerbMem: "
         "ROUGE-L F1 of continuations of protected-work prefixes. False positives: near-miss "
         "prompts blocked. MIA AUC: Min-K% (k=20%) of forget versus held-out text on the "
-        "weights behind the arm, per target (0.5: indistinguishable).",
+        "weights behind the arm, one value per target with forget texts; PrivLeak: its "
+        "relative gap to the arm whose weights never saw the forget set (MUSE; 0 is ideal, "
+        "positive means the forget set still looks like training data, negative that it was "
+        "over-unlearned).",
         "## Leak rate per attack (mean over targets)",
         markdown_table(t_header, t_rows),
         "## Plots",

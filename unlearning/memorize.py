@@ -151,7 +151,7 @@ def _train(
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
             last = sum(losses) / len(losses) if losses else last

@@ -22,7 +22,7 @@ class GradientAscent(UnlearningMethod):
         pad_id: int,
     ) -> tuple[Any, dict[str, float]]:
         nll = training.lm_loss(model, training.collate(forget, pad_id))
-        return -nll, {"forget_nll": float(nll)}
+        return -nll, {"forget_nll": float(nll.detach())}
 
 
 METHOD = GradientAscent

@@ -26,12 +26,12 @@ class GradientDifference(UnlearningMethod):
         pad_id: int,
     ) -> tuple[Any, dict[str, float]]:
         forget_nll = training.lm_loss(model, training.collate(forget, pad_id))
-        parts = {"forget_nll": float(forget_nll)}
+        parts = {"forget_nll": float(forget_nll.detach())}
         loss = -forget_nll
         if retain:
             retain_nll = training.lm_loss(model, training.collate(retain, pad_id))
             loss = loss + self.retain_weight * retain_nll
-            parts["retain_nll"] = float(retain_nll)
+            parts["retain_nll"] = float(retain_nll.detach())
         return loss, parts
 
 

@@ -53,12 +53,12 @@ class NPO(UnlearningMethod):
         ref = torch.tensor([self._reference[item] for item in forget], dtype=logp.dtype)
         ratio = logp - ref
         npo = -(2.0 / self.beta) * F.logsigmoid(-self.beta * ratio).mean()
-        parts = {"npo": float(npo), "log_ratio": float(ratio.mean())}
+        parts = {"npo": float(npo.detach()), "log_ratio": float(ratio.mean().detach())}
         loss = npo
         if retain and self.retain_weight > 0:
             retain_nll = training.lm_loss(model, training.collate(retain, pad_id))
             loss = loss + self.retain_weight * retain_nll
-            parts["retain_nll"] = float(retain_nll)
+            parts["retain_nll"] = float(retain_nll.detach())
         return loss, parts
 
 

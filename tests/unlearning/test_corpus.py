@@ -1,0 +1,85 @@
+"""Forget and retain sets: what goes where, and hashes that track the content."""
+
+from __future__ import annotations
+
+import pytest
+
+from unlearning import corpus
+
+
+def test_person_forget_set_holds_elenas_record_and_only_her_probes() -> None:
+    forget = corpus.forget_set("elena-marquez")
+    text = " ".join(forget.documents)
+    for fact in ("415-555-0199", "elena.marquez@example.org", "42 Harbor Lane", "March 14, 1987"):
+        assert fact in text
+    assert forget.probe_qa and all("Elena Marquez" in q.question for q in forget.probe_qa)
+    assert not forget.probe_prefixes
+
+
+def test_work_forget_set_chunks_the_whole_text_at_paragraph_boundaries() -> None:
+    forget = corpus.forget_set("protected-work")
+    source = (corpus.POLICY_DATA / "protected-work.txt").read_text()
+    assert " ".join(" ".join(forget.documents).split()) == " ".join(source.split())
+    assert all(len(d.split()) <= corpus.CHUNK_WORDS or "\n\n" not in d for d in forget.documents)
+    starts = [p.prefix.split()[:8] for p in forget.probe_prefixes]
+    chunk_words = [d.split() for d in forget.documents]
+    # Every verbatim probe begins a paragraph, so it lies inside one chunk with its continuation.
+    for prefix, item in zip(starts, forget.probe_prefixes, strict=True):
+        full = (item.prefix + " " + item.continuation).split()
+        assert any(_contains(words, full) for words in chunk_words), prefix
+
+
+def test_retain_set_never_mentions_the_forgotten_person() -> None:
+    retain = corpus.retain_set()
+    material = list(retain.documents) + [q.question + q.answer for q in retain.qa]
+    assert not [m for m in material if "Marquez" in m or "415-555-0199" in m]
+    assert any("Elena Ruiz" in m for m in material)  # the near-namesake stays
+
+
+def test_memorize_set_is_the_oracle_set_plus_every_forget_set() -> None:
+    target, oracle = corpus.memorize_set(), corpus.memorize_set(include_forget=False)
+    assert set(oracle.documents) < set(target.documents)
+    for policy in corpus.policies():
+        assert set(corpus.forget_set(policy).documents) <= set(target.documents)
+    assert not any("Marquez" in d for d in oracle.documents)
+
+
+def test_hash_is_stable_and_changes_with_content() -> None:
+    a, b = corpus.forget_set("elena-marquez"), corpus.forget_set("elena-marquez")
+    assert a.sha256 == b.sha256 and len(a.sha256) == 64
+    changed = corpus.TextSet(name=a.name, documents=a.documents[1:], qa=a.qa, probe_qa=a.probe_qa)
+    assert changed.sha256 != a.sha256
+    assert corpus.forget_set("protected-work").sha256 != a.sha256
+
+
+def test_without_probes_drops_exactly_the_probe_questions() -> None:
+    retain = corpus.retain_set()
+    stripped = retain.without_probes()
+    assert not set(stripped.qa) & set(retain.probe_qa)
+    assert len(stripped.qa) == len(retain.qa) - len(set(retain.probe_qa))
+
+
+def test_unknown_policy_is_a_clear_error() -> None:
+    with pytest.raises(corpus.CorpusError, match="known: elena-marquez, protected-work"):
+        corpus.forget_set("nobody")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "non-empty list"),
+        ("- question: q\n", "must have 'question' and 'answer'"),
+        ("[unclosed", "not valid YAML"),
+    ],
+)
+def test_malformed_qa_file_names_the_file(tmp_path, content: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "qa.yaml"
+    path.write_text(content)
+    with pytest.raises(corpus.CorpusError, match=message) as info:
+        corpus.load_qa(path)
+    assert str(path) in str(info.value)
+
+
+def _contains(haystack: list[str], needle: list[str]) -> bool:
+    n = len(needle)
+    return any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))

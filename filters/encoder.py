@@ -30,7 +30,7 @@ class Encoder:
         from sentence_transformers import SentenceTransformer
 
         # One request's encode should not grab every core from the event loop and vLLM.
-        threads = max(1, min(4, (os.cpu_count() or 2)))
+        threads = int(os.environ.get("LETHE_TORCH_THREADS") or max(1, min(4, os.cpu_count() or 2)))
         if torch.get_num_threads() > threads:
             torch.set_num_threads(threads)
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()

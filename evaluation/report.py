@@ -198,6 +198,11 @@ def plot_mia(results: dict[str, Any], path: Path) -> None:
                 names.append(f"{arm['name']}\nAUC {m['auc']:.2f}")
                 forget.append(m["forget"])
                 holdout.append(m["holdout"])
+        if not names:
+            ax.text(0.5, 0.5, "no membership scores", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_title(policy, fontsize=10)
+            continue
         pos = list(range(len(names)))
         b1 = ax.boxplot(forget, positions=[p - 0.18 for p in pos], widths=0.3,
                         patch_artist=True)

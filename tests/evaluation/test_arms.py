@@ -1,0 +1,70 @@
+"""Arm configuration: YAML of existing endpoints, and the per-arm policy directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evaluation.arms import ArmConfigError, adapter_routed, load_arms, write_policies
+from gateway.policy import load_directory
+
+
+def test_arms_yaml_with_weights_and_per_target_endpoints(tmp_path: Path) -> None:
+    path = tmp_path / "arms.yaml"
+    path.write_text(
+        "arms:\n"
+        "  - {name: target, base_url: 'http://h:1/v1', model: m}\n"
+        "  - name: unlearn\n    kind: gateway\n    base_url: 'http://h:2/v1'\n    model: m\n"
+        "    api_key: k\n    weights: {base_url: 'http://h:1/v1', model: lora}\n"
+        "    targets: {elena-marquez: {base_url: 'http://h:3/v1', model: m}}\n"
+    )
+    target, unlearn = load_arms(path)
+    assert target.kind == "direct" and target.weights_for("x") == target.endpoint
+    assert unlearn.endpoint_for("elena-marquez").base_url == "http://h:3/v1"  # type: ignore[union-attr]
+    assert unlearn.endpoint_for("harry-potter").base_url == "http://h:2/v1"  # type: ignore[union-attr]
+    assert unlearn.weights_for("harry-potter").model == "lora"  # type: ignore[union-attr]
+    assert unlearn.endpoint.api_key == "k"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("arms: []\n", "non-empty list"),
+        ("arms:\n  - {base_url: u, model: m}\n", "needs a name"),
+        ("arms:\n  - {name: a, model: m}\n", "needs base_url and model"),
+        ("arms:\n  - {name: a, base_url: u, model: m, colour: red}\n", "unknown keys"),
+        ("arms:\n  - {name: a, base_url: u, model: m, kind: proxy}\n", "kind must be"),
+        ("arms:\n  - {name: a, base_url: u, model: m}\n  - {name: a, base_url: u, model: m}\n",
+         "unique"),
+    ],
+)
+def test_bad_arm_configs_fail_with_the_reason(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "arms.yaml"
+    path.write_text(text)
+    with pytest.raises(ArmConfigError, match=message):
+        load_arms(path)
+
+
+def test_policy_copy_sets_modes_and_adapters_and_stays_valid(tmp_path: Path) -> None:
+    adapter = tmp_path / "adapters" / "elena-marquez-npo"
+    adapter.mkdir(parents=True)
+    out = write_policies(tmp_path / "policies", {"elena-marquez": "unlearn",
+                                                 "protected-work": "suppress"},
+                         {"elena-marquez": adapter})
+    specs = {f.spec.name: f.spec for f in load_directory(out)}
+    assert specs["elena-marquez"].mode == "unlearn"
+    assert specs["elena-marquez"].adapter is not None
+    assert specs["elena-marquez"].adapter.path == str(adapter)
+    assert specs["elena-marquez"].adapter.method == "npo"
+    assert specs["protected-work"].mode == "suppress"
+    assert specs["harry-potter"].mode == "off"
+
+
+@pytest.mark.parametrize(
+    ("status", "routed"),
+    [("unavailable: no adapter loaded, suppression filters enforced instead", False),
+     ("not requested", False), ("", False), ("loaded as elena-marquez-npo", True)],
+)
+def test_adapter_routing_status(status: str, routed: bool) -> None:
+    assert adapter_routed(status) is routed

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     ALLOW = "allow"
     BLOCK = "block"
     REDACT = "redact"

@@ -27,6 +27,30 @@ DEFAULT_PORT = 8001
 MODEL_ALIASES = {"target": "lethe-target", "oracle": "lethe-oracle"}
 
 
+# vLLM runs under a tiny supervisor that leads the process group. The kernel sends the
+# supervisor SIGTERM when the process that started it dies (PR_SET_PDEATHSIG = 1: a killed
+# test run, a crashed CLI); it then stops the whole group, so no vLLM process outlives its
+# owner. vLLM's own SIGTERM handling during start-up leaves its engine-core processes behind.
+# A `-c` program rather than preexec_fn, which is unsafe in a process with threads.
+_SUPERVISOR = """
+import ctypes, os, signal, subprocess, sys
+ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+child = subprocess.Popen(sys.argv[3:])
+def stop_group(*_):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+    try:
+        child.wait(float(sys.argv[2]))
+    except subprocess.TimeoutExpired:
+        pass
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGTERM, stop_group)
+sys.exit(child.wait())
+"""
+
+
 class EngineError(RuntimeError):
     """The engine could not start or died; the message carries the tail of its log."""
 
@@ -112,9 +136,12 @@ class Engine:
         _check_port_free(self.host, self.port)
         gpu = gpu_available()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = self.command(gpu)
+        if sys.platform.startswith("linux"):
+            cmd = [sys.executable, "-c", _SUPERVISOR, str(os.getpid()), "20", *cmd]
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                self.command(gpu),
+                cmd,
                 env=self.environment(gpu),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

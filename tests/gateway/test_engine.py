@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -206,16 +210,59 @@ def test_stop_leaves_no_process_of_the_group_behind(tmp_path: Path) -> None:
     pgid = eng.pid
     assert pgid is not None
     try:
-        # wait for vLLM to fork its engine-core process: the group is then a real tree
-        deadline = time.monotonic() + 240
-        while len(_live_group(pgid)) < 2 and time.monotonic() < deadline:
-            assert eng.running(), eng.log_tail()
-            time.sleep(0.5)
-        assert len(_live_group(pgid)) >= 2, eng.log_tail()
+        _wait_for_engine_core(pgid, lambda: eng.log_tail())
     finally:
         eng.stop(timeout=30)
     assert not group_alive(pgid)
     assert not eng.running() and eng.pid is None
+
+
+OWNER = """
+import sys, time
+from pathlib import Path
+from gateway.engine import Engine, free_port
+eng = Engine(Path(sys.argv[1]), served_model_name="m", port=free_port(), log_path=sys.argv[2])
+eng.start()
+print(eng.pid, flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.engine
+def test_engine_does_not_outlive_a_killed_owner(tmp_path: Path) -> None:
+    log = tmp_path / "vllm.log"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(bundle.prepare(verify=False).generator), str(log)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert owner.stdout is not None
+    pgid = int(owner.stdout.readline())
+    try:
+        _wait_for_engine_core(pgid, lambda: log.read_text())
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 60
+        while group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not group_alive(pgid), _live_group(pgid)
+    finally:
+        owner.kill()
+        if group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def _wait_for_engine_core(pgid: int, log: Callable[[], str], timeout: float = 240) -> None:
+    """Until vLLM has forked its engine-core process: the group is then a real tree."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = [psutil.Process(pid).name() for pid in _live_group(pgid)]
+        if any("EngineCore" in name for name in names):
+            return
+        assert _live_group(pgid), log()[-3000:]
+        time.sleep(0.5)
+    raise AssertionError(f"no engine-core process after {timeout} s:\n{log()[-3000:]}")
 
 
 def _live_group(pgid: int) -> list[int]:

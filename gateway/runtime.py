@@ -7,15 +7,18 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
+from gateway.adapters import AdapterError, AdapterRegistry
 from gateway.auth import KeyStore
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics, bounded_model
 from gateway.pipeline import UPSTREAM_PATHS, Pipeline
 from gateway.policy_store import PolicyStore
+from gateway.runtime_resources import cache_root
 from gateway.settings import Settings
 from gateway.stages import RequestContext
 from gateway.upstream import Upstream, UpstreamError
@@ -45,6 +48,12 @@ class Runtime:
         self.pool = ThreadPoolExecutor(settings.filter_threads, thread_name_prefix="lethe-filter")
         self.policies = PolicyStore(settings, self)
         self.pipeline = Pipeline(self.upstream, self.policies.stages, self.metrics)
+        self.adapters = AdapterRegistry(
+            self.upstream.client,
+            settings.upstream,
+            settings.served_models[0] if settings.served_models else "",
+        )
+        self._adapter_watcher: asyncio.Task[None] | None = None
         self.draining = False
         self.in_flight = 0
         self._models_cache: tuple[float, dict[str, Any]] | None = None
@@ -60,6 +69,8 @@ class Runtime:
     async def stop(self) -> None:
         self.draining = True
         await self.policies.stop()
+        if self._adapter_watcher is not None:
+            self._adapter_watcher.cancel()
         await self.upstream.aclose()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -148,16 +159,65 @@ class Runtime:
 
     def adapter_for(self, policy: str) -> str | None:
         """The upstream LoRA name serving `policy`, or None when none is loaded (fail closed)."""
-        return None
+        return self.adapters.adapter_for(policy)
 
     def unlearning_status(self, spec: Any) -> str:
-        if spec.mode in ("unlearn", "both"):
-            return "unavailable: no adapter loaded, suppression filters enforced instead"
-        return "not requested"
+        if spec.mode not in ("unlearn", "both"):
+            return "not requested"
+        record = self.adapters.get(spec.name)
+        if record is not None and record.state == "loaded":
+            return f"loaded as {record.name}"
+        why = record.error if record is not None and record.error else "no adapter loaded"
+        return f"unavailable: {why}; suppression filters enforced instead"
+
+    def adapter_path(self, policy: Any) -> Path:
+        """Where a policy's adapter lives: `adapter.path` (relative to the policy file) or the
+        cache's `adapters/<policy>-<method>` that `lethe unlearning train` writes."""
+        spec = policy.spec
+        if spec.adapter is not None and spec.adapter.path:
+            return (policy.path.parent / spec.adapter.path).resolve()
+        method = spec.adapter.method if spec.adapter and spec.adapter.method else "npo"
+        return cache_root(self.settings) / "adapters" / f"{spec.name}-{method}"
 
     async def on_policies_loaded(self, store: PolicyStore) -> None:
-        """Hook for policy-driven start-up work (adapters for unlearn modes)."""
-        return None
+        """Load the adapters of policies in unlearn/both mode; a failure leaves the policy's
+        filters on (fail closed) and is retried by the adapter watcher."""
+        wanted = {
+            p.spec.name: p for _, p in store.all_policies() if p.spec.mode in ("unlearn", "both")
+        }
+        for record in self.adapters.list():
+            if record.policy not in wanted and record.state == "loaded":
+                try:
+                    await self.adapters.unload(record.name)
+                except AdapterError as exc:
+                    log.error("could not unload adapter %s: %s", record.name, exc)
+        for name, policy in wanted.items():
+            await self.ensure_adapter(name, self.adapter_path(policy))
+        if wanted and self._adapter_watcher is None and self.settings.reload_interval_s > 0:
+            self._adapter_watcher = asyncio.create_task(self._retry_adapters(store))
+
+    async def ensure_adapter(self, policy: str, path: Path) -> bool:
+        try:
+            info = await self.adapters.ensure(policy, path)
+        except AdapterError as exc:
+            self.metrics.adapter_load(False)
+            log.error("adapter for policy %s not loaded (filters stay on): %s", policy, exc)
+            return False
+        if info.loaded_at and info.load_seconds is not None:
+            self.metrics.adapter_load(True)
+            log.info(
+                "adapter %s loaded for policy %s in %.2fs", info.name, policy, info.load_seconds
+            )
+        return True
+
+    async def _retry_adapters(self, store: PolicyStore) -> None:
+        while True:
+            await asyncio.sleep(max(15.0, self.settings.reload_interval_s))
+            for _, policy in store.all_policies():
+                if policy.spec.mode in ("unlearn", "both") and not self.adapter_for(
+                    policy.spec.name
+                ):
+                    await self.ensure_adapter(policy.spec.name, self.adapter_path(policy))
 
 
 async def _finally(body: AsyncIterable[Any], callback: Callable[[], None]) -> AsyncIterator[Any]:

@@ -91,12 +91,7 @@ class Pipeline:
         started = time.perf_counter()
         upstream = await self.upstream.open(UPSTREAM_PATHS[ctx.kind], body)
         outcome = StreamOutcome()
-        rename = None
-        if ctx.upstream_model:
-            rename = (
-                b'"model":"' + ctx.upstream_model.encode() + b'"',
-                b'"model":"' + ctx.requested_model.encode() + b'"',
-            )
+        rename = (ctx.upstream_model, ctx.requested_model) if ctx.upstream_model else None
         metrics = self.metrics
         route = UPSTREAM_PATHS[ctx.kind]
 

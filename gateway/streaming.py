@@ -45,7 +45,7 @@ async def relay(
     stages: RequestStages,
     n: int,
     outcome: StreamOutcome,
-    rename_model: tuple[bytes, bytes] | None = None,
+    rename_model: tuple[str, str] | None = None,
     on_first_event: Callable[[], None] | None = None,
     on_close: Callable[[StreamOutcome], None] | None = None,
 ) -> AsyncIterator[bytes]:
@@ -106,12 +106,15 @@ async def _pass_through(
     stages: RequestStages,
     n: int,
     outcome: StreamOutcome,
-    rename_model: tuple[bytes, bytes] | None,
+    rename_model: tuple[str, str] | None,
 ) -> AsyncIterator[bytes]:
     # The events of one upstream read leave in one write: no per-event trip through the server.
+    swap = None
+    if rename_model is not None:
+        swap = tuple(orjson.dumps({"model": name})[1:-1] for name in rename_model)
     async for batch in _batches(upstream, outcome):
-        if rename_model is not None:
-            batch = [payload.replace(*rename_model) for payload in batch]
+        if swap is not None:
+            batch = [payload.replace(swap[0], swap[1]) for payload in batch]
         yield b"".join([b"data: " + payload + b"\n\n" for payload in batch])
     if outcome.error_reason is not None:
         yield error_event(_ERROR_TEXT[outcome.error_reason], outcome.error_reason)
@@ -132,7 +135,7 @@ async def _guarded(
     stages: RequestStages,
     n: int,
     outcome: StreamOutcome,
-    rename_model: tuple[bytes, bytes] | None,
+    rename_model: tuple[str, str] | None,
 ) -> AsyncIterator[bytes]:
     choices: dict[int, _ChoiceState] = {}
     async for payload in _events(upstream, outcome):
@@ -163,7 +166,7 @@ async def _guarded(
             chunk["choices"] = out
             strip_response(chunk)
             if rename_model is not None and "model" in chunk:
-                chunk["model"] = rename_model[1].strip(b'"').decode()
+                chunk["model"] = rename_model[1]
             yield sse_event(orjson.dumps(chunk))
         if (
             len(choices) >= n

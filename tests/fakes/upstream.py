@@ -37,6 +37,7 @@ class Recorder:
         self.requests: list[dict[str, Any]] = []
         self.cancelled = 0
         self.completed_streams = 0
+        self.adapters: dict[str, str] = {}
 
 
 def _chunk(kind: str, index: int, text: str | None, finish: str | None, model: str) -> bytes:
@@ -187,12 +188,36 @@ def build_app(recorder: Recorder) -> Starlette:
     async def health(request: Request) -> Response:
         return Response(b"")
 
+    async def load_lora(request: Request) -> Response:
+        body = await request.json()
+        if "broken" in body.get("lora_path", ""):
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "cannot load adapter",
+                        "type": "BadRequest",
+                        "param": None,
+                        "code": 400,
+                    }
+                },
+                status_code=400,
+            )
+        recorder.adapters[body["lora_name"]] = body["lora_path"]
+        return Response(b"Success: LoRA adapter loaded.")
+
+    async def unload_lora(request: Request) -> Response:
+        body = await request.json()
+        recorder.adapters.pop(body["lora_name"], None)
+        return Response(b"Success: LoRA adapter unloaded.")
+
     return Starlette(
         routes=[
             Route("/v1/chat/completions", complete, methods=["POST"]),
             Route("/v1/completions", complete, methods=["POST"]),
             Route("/v1/models", models),
             Route("/health", health),
+            Route("/v1/load_lora_adapter", load_lora, methods=["POST"]),
+            Route("/v1/unload_lora_adapter", unload_lora, methods=["POST"]),
         ]
     )
 

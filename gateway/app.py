@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import orjson
@@ -14,13 +14,12 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import PlainTextResponse, Response
 
-from gateway.auth import KeyStore, Principal
+from gateway.auth import Principal
 from gateway.errors import GatewayError, json_response
 from gateway.pipeline import Pipeline
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.settings import Settings
 from gateway.stages import Kind, RequestContext
-from gateway.upstream import Upstream
 
 log = logging.getLogger("lethe")
 
@@ -28,16 +27,18 @@ log = logging.getLogger("lethe")
 _ENVELOPE: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {
-        "type": "object",
-        "required": ["message", "type", "param", "code"],
-        "properties": {
-            "message": {"type": "string"},
-            "type": {"type": "string"},
-            "param": {"type": ["string", "null"]},
-            "code": {"type": ["string", "integer", "null"]},
-        },
-    }},
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "integer", "null"]},
+            },
+        }
+    },
 }
 
 
@@ -72,8 +73,10 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
         "responses": {
             "200": {
                 "description": "A completion, or its event stream when `stream` is true",
-                "content": {"application/json": {"schema": {"type": "object"}},
-                            "text/event-stream": {"schema": {"type": "string"}}},
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
             },
             **_errors(400, 401, 404, 413, 502, 503, 504),
         },
@@ -143,7 +146,7 @@ async def _complete(request: Request, kind: Kind, model: type[BaseModel]) -> Res
         request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
         kind=kind,
         tenant=principal.tenant,
-        requested_model=getattr(validated, "model"),
+        requested_model=validated.model,
     )
     await runtime.check_model(ctx.requested_model)
     pipeline: Pipeline = runtime.pipeline
@@ -166,14 +169,18 @@ async def read_json(request: Request, settings: Settings) -> dict[str, Any]:
     try:
         data = orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
-        raise GatewayError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+        raise GatewayError(
+            400, f"request body is not valid JSON: {exc}", code="invalid_json"
+        ) from exc
     if not isinstance(data, dict):
         raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
     _check_depth(data, settings.max_json_depth)
     messages = data.get("messages")
     if isinstance(messages, list) and len(messages) > settings.max_messages:
         raise GatewayError(
-            400, f"too many messages (limit {settings.max_messages})", param="messages",
+            400,
+            f"too many messages (limit {settings.max_messages})",
+            param="messages",
             code="too_many_messages",
         )
     return data
@@ -212,10 +219,8 @@ async def _until_disconnect(request: Request, work: Awaitable[Response]) -> Resp
         if task in done:
             return task.result()
         task.cancel()
-        try:
+        with suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
         return Response(status_code=499)
     finally:
         watcher.cancel()

@@ -98,9 +98,16 @@ class Runtime:
 
     async def check_model(self, model: str) -> None:
         # Only what /v1/models shows: an adapter named directly would skip its policy's filters.
-        allowed = self.settings.served_models or [
-            m.get("id") for m in (await self.list_models())["data"]
-        ]
+        allowed = self.settings.served_models
+        if not allowed:
+            try:
+                listed = (await self.list_models())["data"]
+            except UpstreamError:
+                if self._models_cache is None:
+                    raise
+                # A failed refresh must not fail the request: the last list still holds.
+                listed = self._models_cache[1]["data"]
+            allowed = tuple(m.get("id") for m in listed)
         if model not in allowed:
             raise GatewayError(
                 404,

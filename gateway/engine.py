@@ -24,6 +24,7 @@ from gateway import bundle
 
 DEFAULT_SERVED_NAME = "smollm2-135m-instruct"
 DEFAULT_PORT = 8001
+SHUTDOWN_S = 20
 MODEL_ALIASES = {"target": "lethe-target", "oracle": "lethe-oracle"}
 
 
@@ -33,21 +34,23 @@ MODEL_ALIASES = {"target": "lethe-target", "oracle": "lethe-oracle"}
 # owner. vLLM's own SIGTERM handling during start-up leaves its engine-core processes behind.
 # A `-c` program rather than preexec_fn, which is unsafe in a process with threads.
 _SUPERVISOR = """
-import ctypes, os, signal, subprocess, sys
+import ctypes, os, signal, subprocess, sys, time
 ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))
 if os.getppid() != int(sys.argv[1]):
     sys.exit(1)
 child = subprocess.Popen(sys.argv[3:])
-def stop_group(*_):
+terminating = []
+signal.signal(signal.SIGTERM, lambda *_: terminating.append(True))
+while child.poll() is None and not terminating:
+    time.sleep(0.2)
+if terminating:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.killpg(0, signal.SIGTERM)
-    try:
-        child.wait(float(sys.argv[2]))
-    except subprocess.TimeoutExpired:
-        pass
+    deadline = time.monotonic() + float(sys.argv[2])
+    while child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
     os.killpg(0, signal.SIGKILL)
-signal.signal(signal.SIGTERM, stop_group)
-sys.exit(child.wait())
+sys.exit(child.returncode)
 """
 
 
@@ -89,6 +92,7 @@ class Engine:
             else bundle.cache_dir() / "logs" / f"vllm-{served_model_name}-{port}.log"
         )
         self._proc: subprocess.Popen[bytes] | None = None
+        self._supervised = False
 
     @property
     def base_url(self) -> str:
@@ -137,8 +141,9 @@ class Engine:
         gpu = gpu_available()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command(gpu)
-        if sys.platform.startswith("linux"):
-            cmd = [sys.executable, "-c", _SUPERVISOR, str(os.getpid()), "20", *cmd]
+        self._supervised = sys.platform.startswith("linux")
+        if self._supervised:
+            cmd = [sys.executable, "-c", _SUPERVISOR, str(os.getpid()), str(SHUTDOWN_S), *cmd]
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
                 cmd,
@@ -180,7 +185,13 @@ class Engine:
         if self._proc is None:
             return
         pgid = self._proc.pid
-        _signal_group(pgid, signal.SIGTERM)
+        if self._supervised and self._proc.poll() is None:
+            # one SIGTERM, forwarded once by the supervisor: a second one makes uvicorn skip
+            # its graceful shutdown
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pgid, signal.SIGTERM)
+        else:
+            _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while group_alive(pgid) and time.monotonic() < deadline:
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -1,8 +1,15 @@
-"""One JSON line per policy decision. Matched text never appears: only its hash and offsets."""
+"""One JSON line per policy decision. Matched text never appears: only offsets and a keyed hash.
+
+The hash is an HMAC-SHA256 under `LETHE_AUDIT_KEY` (or a random per-process key), so an
+operator holding the key can confirm which target matched, while a reader of the log cannot
+recover a short, low-entropy target (a phone number) by hashing every candidate.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 import logging
 import sys
 import time
@@ -25,12 +32,14 @@ class Decision:
     score: float
     reason: str
 
-    def line(self, result: FilterResult, text: str, offset: int = 0) -> bytes:
+    def line(self, result: FilterResult, text: str, key: bytes, offset: int = 0) -> bytes:
         spans = [
             {
                 "start": s.start + offset,
                 "end": s.end + offset,
-                "sha256": hashlib.sha256(text[s.start : s.end].encode()).hexdigest(),
+                "hmac_sha256": hmac.new(
+                    key, text[s.start : s.end].encode(), hashlib.sha256
+                ).hexdigest(),
             }
             for s in result.spans
         ]
@@ -50,17 +59,25 @@ class Decision:
         return orjson.dumps(record)
 
 
+class _AuditHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler an AuditLog installed, so a later AuditLog replaces it."""
+
+
 class AuditLog:
-    def __init__(self, target: str = "-") -> None:
+    """Writes through the `lethe.audit` logger; the target is process-wide (last one wins)."""
+
+    def __init__(self, target: str = "-", key: str | None = None) -> None:
+        self.key = key.encode() if key else secrets.token_bytes(32)
         self._logger = logging.getLogger("lethe.audit")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
-        if not self._logger.handlers:
-            handler: logging.Handler = (
-                logging.StreamHandler(sys.stderr) if target == "-" else logging.FileHandler(target)
-            )
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self._logger.addHandler(handler)
+        for old in [h for h in self._logger.handlers if isinstance(h, _AuditHandler)]:
+            self._logger.removeHandler(old)
+            old.close()
+        stream = sys.stderr if target == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115
+        handler = _AuditHandler(stream)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self._logger.addHandler(handler)
 
     def write(self, line: bytes) -> None:
         self._logger.info(line.decode())

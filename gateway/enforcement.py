@@ -242,7 +242,7 @@ class RequestEnforcement:
             hit.result.score,
             hit.result.reason,
         )
-        self.env.audit.write(decision.line(hit.result, text))
+        self.env.audit.write(decision.line(hit.result, text, self.env.audit.key))
         self.env.metrics.decisions.labels(
             policy=hit.policy.spec.name, stage=stage, filter=hit.bound.type, action=hit.action
         ).inc()

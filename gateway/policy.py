@@ -76,6 +76,12 @@ class PolicySpec(_Strict):
     adapter: AdapterSpec | None = None
     stream: StreamSpec = Field(default_factory=StreamSpec)
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted `off` as false.
+        return "off" if value is False else value
+
     @field_validator("stages")
     @classmethod
     def _stages_nonempty(cls, value: list[Stage]) -> list[Stage]:

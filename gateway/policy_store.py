@@ -40,7 +40,7 @@ class PolicyStore:
         self.settings = settings
         self.runtime = runtime
         self.resources = resources_from_settings(settings)
-        self.audit = AuditLog(settings.audit_log)
+        self.audit = AuditLog(settings.audit_log, settings.audit_key)
         self.global_set = PolicySet((), "empty")
         self.tenant_sets: dict[str, PolicySet] = {}
         self.loaded = False

@@ -47,4 +47,6 @@ class Settings(BaseSettings):
     admin_key: str | None = None
 
     audit_log: str = "-"
+    #: HMAC key for the span hashes in audit lines; random per process when unset.
+    audit_key: str | None = None
     log_level: str = "info"

@@ -141,12 +141,12 @@ async def _complete(request: Request, kind: Kind, model: type[BaseModel]) -> Res
     runtime = request.app.state.runtime
     principal: Principal = runtime.keys.authenticate(request.headers.get("authorization"))
     body = await read_json(request, runtime.settings)
-    validated = validate(model, body)
+    validate(model, body)
     ctx = RequestContext(
         request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
         kind=kind,
         tenant=principal.tenant,
-        requested_model=validated.model,
+        requested_model=body["model"],
     )
     await runtime.check_model(ctx.requested_model)
     pipeline: Pipeline = runtime.pipeline

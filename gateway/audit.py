@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import logging
+import secrets
 import sys
 import time
 from dataclasses import dataclass

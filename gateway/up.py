@@ -7,7 +7,6 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway import bundle
 
 SERVED_NAMES = {
     "base": "smollm2-135m-instruct",
@@ -18,17 +17,17 @@ SERVED_NAMES = {
 
 def resolve_model(choice: str) -> tuple[Path, str]:
     """A bundled model name (base, target, oracle) or a directory -> (path, served name)."""
-    if choice in SERVED_NAMES:
-        paths = bundle.model_paths()
-        path = paths.generator if choice == "base" else paths.generator.parent / f"lethe-{choice}"
-        if not (path / "config.json").exists():
-            hint = "lethe models prepare" if choice == "base" else "lethe unlearning memorize"
-            raise SystemExit(f"model {choice!r} is not built yet at {path}: run `{hint}`")
-        return path, SERVED_NAMES[choice]
-    path = Path(choice)
+    from gateway.engine import resolve_model as model_path
+
+    path = model_path(choice)
     if not (path / "config.json").exists():
-        raise SystemExit(f"{path}: not a Hugging Face model directory (no config.json)")
-    return path, path.name
+        hint = {
+            "base": "lethe models prepare",
+            "target": "lethe unlearning memorize",
+            "oracle": "lethe unlearning memorize",
+        }.get(choice)
+        raise SystemExit(f"no model at {path}" + (f": run `{hint}`" if hint else ""))
+    return path, SERVED_NAMES.get(choice, path.name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

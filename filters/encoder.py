@@ -27,7 +27,6 @@ MODEL_NAME = "all-minilm-l6-v2"
 ONNX_DIRNAME = "onnx"
 ONNX_FILENAME = "model_int8.onnx"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
-ONNX_BATCH = 16  # sequences per run, sorted by length so a batch pads little
 
 Backend = Literal["auto", "onnx", "torch"]
 
@@ -81,20 +80,18 @@ class OnnxEmbedder:
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        # One sequence per run: dynamic int8 takes one activation scale over the whole batch,
+        # padding included, so a batched text's vector would depend on its neighbours (cosine
+        # 0.985 to its batch-1 vector); on this CPU batching saved no time either.
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for k in range(0, len(order), ONNX_BATCH):
-            batch = order[k : k + ONNX_BATCH]
-            width = max(len(encodings[i].ids) for i in batch)
-            ids = np.zeros((len(batch), width), dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            for row, i in enumerate(batch):
-                n = len(encodings[i].ids)
-                ids[row, :n] = encodings[i].ids
-                mask[row, :n] = 1
-            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * ids}
-            out[batch] = self.session.run(None, feeds)[0]
+        for i, enc in enumerate(self.tokenizer.encode_batch(texts)):
+            ids = np.asarray([enc.ids], dtype=np.int64)
+            feeds = {
+                "input_ids": ids,
+                "attention_mask": np.ones_like(ids),
+                "token_type_ids": 0 * ids,
+            }
+            out[i] = self.session.run(None, feeds)[0][0]
         return out
 
 
@@ -161,6 +158,8 @@ class Encoder:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self.hits = 0  # texts answered without the model (cached, or repeated in one call)
+        self.misses = 0  # texts sent to the model
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """One row per text; texts seen recently (or twice in `texts`) are encoded once."""
@@ -174,6 +173,8 @@ class Encoder:
                 else:
                     self._cache.move_to_end(text)
                     out[i] = vec
+            self.hits += len(texts) - len(missing)
+            self.misses += len(missing)
         if not missing:
             return out
         todo = list(missing)

@@ -5,6 +5,13 @@ every sentence and sliding windows of `window_words` words, and takes the maximu
 scanner scores the window of the last `window_words` words every `stride_words` new words and
 releases a word only once `holdback_words` more words have arrived (so every released word
 was inside at least one scored window).
+
+Cost: every window and sentence is one encoder input, so `check` on n words encodes about
+n * (window_words / stride_words + 1) words. A text that would need more than `max_windows`
+sliding windows gets a larger stride instead (never more than `window_words`, so every word
+is still inside a window): beyond the cap a check costs about 2n words instead of 5n, and a
+short match is caught by its own sentence rather than by a window that starts near it.
+Sentences of more than `window_words` words are left to the windows.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ class WindowOptions(FilterOptions):
     window_words: int = Field(32, ge=4)
     stride_words: int = Field(8, ge=1)
     holdback_words: int = Field(16, ge=1)
+    #: Sliding windows per `check` before the stride grows (long prompts; see module doc).
+    max_windows: int = Field(32, ge=2)
 
     @model_validator(mode="after")
     def _consistent(self) -> WindowOptions:
@@ -60,6 +69,13 @@ def sentence_spans(text: str, offset: int = 0) -> list[tuple[int, int]]:
     if text[start:].strip():
         spans.append((start + offset, len(text) + offset))
     return spans
+
+
+def capped_stride(n_words: int, size: int, stride: int, max_windows: int) -> int:
+    """`stride`, grown (up to `size`) so that n_words need at most max_windows windows."""
+    if n_words <= size or -(-(n_words - size) // stride) + 1 <= max_windows:
+        return stride
+    return min(size, -(-(n_words - size) // (max_windows - 1)))
 
 
 def word_windows(ws: list[Word], size: int, stride: int) -> list[tuple[int, int]]:
@@ -90,9 +106,14 @@ class WindowedFilter(Filter):
 
     def windows(self, text: str) -> list[tuple[int, int]]:
         ws = words(text)
-        spans = set(word_windows(ws, self.options.window_words, self.options.stride_words))
-        if len(ws) > self.options.window_words:
-            spans.update(s for s in sentence_spans(text) if len(words(text[s[0] : s[1]])) > 2)
+        opts = self.options
+        stride = capped_stride(len(ws), opts.window_words, opts.stride_words, opts.max_windows)
+        spans = set(word_windows(ws, opts.window_words, stride))
+        if len(ws) > opts.window_words:
+            # Sentences longer than a window are already covered by windows.
+            for a, b in sentence_spans(text):
+                if 2 < len(words(text[a:b])) <= opts.window_words:
+                    spans.add((a, b))
         return sorted(spans)
 
     def verdict(self, text: str, spans: list[tuple[int, int]], floor: int = 0) -> FilterResult:

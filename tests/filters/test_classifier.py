@@ -85,7 +85,6 @@ def tiny_hf_model(path: Path, bias: tuple[float, float]) -> Path:
         num_attention_heads=2,
         intermediate_size=32,
         max_position_embeddings=64,
-        num_labels=2,
         id2label={0: "SAFE", 1: "FRANCHISE"},
         label2id={"SAFE": 0, "FRANCHISE": 1},
     )

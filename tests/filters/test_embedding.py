@@ -7,6 +7,7 @@ from filters.base import Action, PolicyData
 from filters.embedding import Embedding, corpus_chunks
 from filters.normalize import words
 from filters.resources import Resources
+from filters.windows import capped_stride
 from tests.filters.conftest import DATA, lines
 from tests.filters.streaming import feed
 
@@ -124,3 +125,59 @@ def test_streams_do_not_share_state(flt: Embedding) -> None:
         if k - 8 < len(cold):
             hit_b |= b.scan(cold[:k], k >= len(cold)).result.hit
     assert hit_a and not hit_b
+
+
+@pytest.mark.parametrize(
+    ("n_words", "stride", "cap", "expected"),
+    [
+        (20, 8, 32, 8),  # one window: nothing to cap
+        (200, 8, 32, 8),  # 22 windows fit under the cap
+        (280, 8, 32, 8),  # exactly 32
+        (281, 8, 32, 9),
+        (900, 8, 32, 28),
+        (5000, 8, 32, 32),  # never beyond the window: every word stays covered
+    ],
+)
+def test_long_texts_get_a_larger_stride_up_to_the_window(
+    n_words: int, stride: int, cap: int, expected: int
+) -> None:
+    assert capped_stride(n_words, 32, stride, cap) == expected
+
+
+@pytest.mark.parametrize("n_words", [10, 32, 33, 200, 600, 3000])
+def test_windows_cover_every_word_within_the_cap(flt: Embedding, n_words: int) -> None:
+    text = " ".join(f"w{i}" for i in range(n_words))  # no sentence ends: windows only
+    spans = flt.windows(text)
+    opts = flt.options
+    assert len(spans) <= max(opts.max_windows, -(-n_words // opts.window_words))
+    covered = {w.start for a, b in spans for w in words(text[a:b], offset=a)}
+    assert covered == {w.start for w in words(text)}
+    assert all(len(words(text[a:b])) <= opts.window_words for a, b in spans)
+
+
+def test_a_short_message_is_one_text(flt: Embedding) -> None:
+    text = "Hello there. How are you? I want to talk about wizards."
+    assert flt.windows(text) == [(0, text.index("wizards") + len("wizards"))]
+
+
+def test_a_match_hidden_in_a_very_long_prompt_is_still_found(flt: Embedding) -> None:
+    filler = " ".join(ALLOWED * 20)  # ~1,100 words: the capped, larger stride applies
+    text = filler + " " + HITS[1] + " " + filler
+    res = flt.check(text)
+    assert res.action is Action.BLOCK
+    assert any(s.start <= text.index(HITS[1]) < s.end for s in res.spans)
+
+
+def test_embedding_and_classifier_of_one_policy_share_the_window_encodings(
+    flt: Embedding, resources: Resources
+) -> None:
+    from filters.classifier import Classifier
+
+    data = PolicyData(name="hp", exemplars=tuple(EXEMPLARS), near_misses=tuple(NEAR_MISSES))
+    clf = Classifier.from_policy(data, resources, Classifier.Options())
+    encoder = resources.encoder
+    text = " ".join(ALLOWED * 3) + " Fresh words for the cache: oak, elm, birch and pine."
+    flt.check(text)
+    misses = encoder.misses
+    clf.check(text)
+    assert encoder.misses == misses

@@ -61,7 +61,10 @@ class Pipeline:
     async def _whole(
         self, ctx: RequestContext, body: dict[str, Any], stages: RequestStages
     ) -> Response:
-        data = await self.upstream.post_json(UPSTREAM_PATHS[ctx.kind], body)
+        data, raw = await self.upstream.post(UPSTREAM_PATHS[ctx.kind], body)
+        if not stages.output_active and not ctx.upstream_model:
+            stages.finish()
+            return Response(raw, media_type="application/json")
         if stages.output_active:
             await self._check_choices(ctx, data, stages)
             limits.strip_response(data)

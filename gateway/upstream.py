@@ -335,6 +335,10 @@ class Upstream:
                 raise
 
     async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return (await self.post(path, body))[0]
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """The parsed answer and its bytes (sent on unchanged when nothing needs rewriting)."""
         upstream = await self.open(path, body)
         try:
             raw = await upstream.aread()
@@ -350,7 +354,7 @@ class Upstream:
             raise _unavailable("upstream sent malformed JSON", "malformed") from exc
         if not isinstance(data, dict):
             raise _unavailable("upstream sent malformed JSON", "malformed")
-        return data
+        return data, raw
 
     async def get_json(self, path: str) -> dict[str, Any]:
         try:

@@ -5,6 +5,13 @@ streamed 4 tokens at a time (tokens from the served model's tokenizer when bundl
 ~4-character pieces). Load time is recorded too. Results: bench/results/filters.json.
 The machine is shared and noisy: the load average at the start and end is recorded with
 the figures.
+
+The model filters (embedding, classifier) run once per encoder backend (int8 ONNX Runtime,
+PyTorch fp32), interleaved repetition by repetition so both see the same load, with the
+encoder's text cache cleared before every timed call (cold figures); `check_20_words` and
+`check_200_words` are one filter, `policy_pair_200_words` is the embedding and classifier
+filters of one policy on the same prompt (the second one reuses the first one's encodings).
+`encoder` is a micro-benchmark of the model alone: one sentence, and 32 windows of 32 words.
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ import yaml
 
 import filters
 from filters.base import Filter, PolicyData
+from filters.encoder import Encoder
 from filters.resources import Resources
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "policies" / "data"
 OUT = ROOT / "bench" / "results" / "filters.json"
+MODEL_FILTERS = ("embedding", "classifier")
 
 
 def _lines(name: str) -> tuple[str, ...]:
@@ -118,11 +127,90 @@ def measure(
     return out
 
 
+def _timed(fn: Callable[..., object], *args: Any) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
+def _check_all(flts: dict[str, Filter], text: str) -> None:
+    for flt in flts.values():
+        flt.check(text)
+
+
+def measure_models(
+    filters_by_backend: dict[str, dict[str, Filter]],
+    encoders: dict[str, Encoder],
+    prompts: dict[str, str],
+    steps: list[str],
+    repeat: int,
+) -> dict[str, Any]:
+    """Model filters per backend, interleaved; every timed call starts with a cold cache."""
+    times: dict[str, dict[str, list[float]]] = {b: {} for b in filters_by_backend}
+
+    def add(backend: str, key: str, seconds: float) -> None:
+        times[backend].setdefault(key, []).append(seconds)
+
+    for _ in range(repeat):
+        for backend, flts in filters_by_backend.items():
+            enc = encoders[backend]
+            for name, flt in flts.items():
+                for label, prompt in prompts.items():
+                    enc.clear_cache()
+                    add(backend, f"{name}.check_{label}", _timed(flt.check, prompt))
+            if len(flts) == len(MODEL_FILTERS):
+                enc.clear_cache()
+                pair = _timed(_check_all, flts, prompts["200_words"])
+                add(backend, "policy_pair_200_words", pair)
+    for _ in range(max(1, repeat // 10)):
+        for backend, flts in filters_by_backend.items():
+            for name, flt in flts.items():
+                encoders[backend].clear_cache()
+                scanner = flt.open_stream()
+                for k, text in enumerate(steps):
+                    final = k == len(steps) - 1
+                    add(
+                        backend,
+                        f"{name}.scan_per_4_tokens",
+                        _timed(scanner.scan, text, final),
+                    )
+    out: dict[str, Any] = {}
+    for backend, series in times.items():
+        for key, xs in series.items():
+            name, _, metric = key.partition(".")
+            if not metric:
+                out.setdefault("policy_pair_200_words", {})[backend] = _percentiles(xs)
+                continue
+            out.setdefault(name, {}).setdefault(metric, {})[backend] = _percentiles(xs)
+    return out
+
+
+def measure_encoder(
+    configs: dict[str, tuple[Encoder, int]], sentence: str, windows: list[str], repeat: int
+) -> dict[str, Any]:
+    """Each config: an encoder and its thread count (torch's is process-wide: set per call)."""
+    import torch
+
+    times: dict[str, dict[str, list[float]]] = {c: {"one": [], "batch32": []} for c in configs}
+    for _ in range(repeat):
+        for label, (enc, threads) in configs.items():
+            if enc.backend == "torch":
+                torch.set_num_threads(threads)
+            times[label]["one"].append(_timed(enc.embed_uncached, [sentence]))
+            times[label]["batch32"].append(_timed(enc.embed_uncached, windows))
+    return {
+        "one_sentence": {c: _percentiles(t["one"]) for c, t in times.items()},
+        "batch_32_windows_of_32_words": {c: _percentiles(t["batch32"]) for c, t in times.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--only", nargs="*", default=None, help="filter names")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--backends", nargs="+", default=["onnx", "torch"], help="encoders")
+    parser.add_argument("--encoder-repeat", type=int, default=30)
     args = parser.parse_args(argv)
 
     cache = Path(os.environ.get("LETHE_CACHE_DIR") or Path.home() / ".cache" / "lethe")
@@ -135,11 +223,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     clean = " ".join(clean.split()[300:]) + " " + clean
     prompt, answer = _words(clean, 200), _words(clean[len(clean) // 3 :], 200)
     steps = _steps(answer, tokenizer)
+    prompts = {"20_words": _words(clean, 20), "200_words": prompt}
+    datas = _policy_data()
+    wanted = [n for n in MODEL_FILTERS if not args.only or n in args.only]
+    encoders = {b: Encoder(backend=b) for b in args.backends} if wanted else {}
+    by_backend: dict[str, dict[str, Filter]] = {}
+    model_load_s: dict[str, dict[str, float]] = {}
+    for backend, enc in encoders.items():
+        res = Resources()
+        res._encoder = enc
+        for name in wanted:
+            t = time.perf_counter()
+            flt = filters.get(name).from_policy(datas[name], res, filters.get(name).Options())
+            model_load_s.setdefault(name, {})[backend] = round(time.perf_counter() - t, 2)
+            flt.check("warm up")
+            by_backend.setdefault(backend, {})[name] = flt
 
     results: dict[str, Any] = {}
     started_load = os.getloadavg()[0]
-    for name, data in _policy_data().items():
-        if args.only and name not in args.only:
+    for name, data in datas.items():
+        if (args.only and name not in args.only) or name in MODEL_FILTERS:
             continue
         if name == "logit_bias" and tokenizer is None:
             results[name] = {"skipped": "served model tokenizer not bundled"}
@@ -153,6 +256,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             name, flt, prompt, answer, steps, args.repeat
         )
         print(name, json.dumps(results[name]))
+    if by_backend:
+        models = measure_models(by_backend, encoders, prompts, steps, args.repeat)
+        for name in wanted:
+            results[name] = {"load_s": model_load_s[name]} | models[name]
+            print(name, json.dumps(results[name]))
+        if "policy_pair_200_words" in models:
+            results["policy_pair_200_words"] = models["policy_pair_200_words"]
+        sentence = _words(clean, 12)
+        ws = clean.split()
+        windows = [" ".join(ws[k : k + 32]) for k in range(0, 32 * 8, 8)]
+        configs = {
+            f"{b}_{n}thread": (Encoder(backend=b, threads=n, cache_size=0), n)
+            for b in args.backends
+            for n in (1, 2)
+        }
+        results["encoder"] = measure_encoder(configs, sentence, windows, args.encoder_repeat)
+        print("encoder", json.dumps(results["encoder"]))
     report = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -164,6 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "prompt_words": len(prompt.split()),
         "answer_words": len(answer.split()),
         "step": "4 tokens" if tokenizer is not None else "4 pieces of <=4 chars",
+        "encoder_threads": {"onnx": "LETHE_ENCODER_THREADS or 1", "torch": "2"},
         "filters": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -73,6 +73,8 @@ class OnnxEmbedder:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # Idle workers spinning for the next run steal the shared cores from vLLM and torch.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
             str(model_file), opts, providers=["CPUExecutionProvider"]
@@ -137,6 +139,7 @@ class Encoder:
         batch_size: int = 64,
         backend: Backend | None = None,
         cache_size: int = 4096,
+        threads: int | None = None,
     ):
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()
         choice = backend or os.environ.get("LETHE_ENCODER_BACKEND") or "auto"
@@ -147,12 +150,13 @@ class Encoder:
             raise FileNotFoundError(f"{model_file} missing: run `lethe models prepare`")
         self._embedder: _Embedder
         if choice != "torch" and model_file.is_file():
-            self._embedder = OnnxEmbedder(model_file, _threads("LETHE_ENCODER_THREADS", 1))
+            onnx_threads = threads or _threads("LETHE_ENCODER_THREADS", 1)
+            self._embedder = OnnxEmbedder(model_file, onnx_threads)
             self.backend = "onnx"
         else:
             default = max(1, min(4, os.cpu_count() or 2))
-            threads = _threads("LETHE_TORCH_THREADS", default)
-            self._embedder = TorchEmbedder(self.model_dir, threads, batch_size)
+            torch_threads = threads or _threads("LETHE_TORCH_THREADS", default)
+            self._embedder = TorchEmbedder(self.model_dir, torch_threads, batch_size)
             self.backend = "torch"
         self.dim = self._embedder.dim
         self.cache_size = cache_size

@@ -128,9 +128,10 @@ class Encoder:
     """Thread-safe, batched, cached, L2-normalised float32 embeddings on CPU.
 
     `backend="auto"` (or env LETHE_ENCODER_BACKEND) takes the int8 ONNX model when the
-    bundle step built it. Threads: LETHE_ENCODER_THREADS for ONNX Runtime (default 1: on
-    two shared cores one thread beat two, see bench/results/filters.json),
-    LETHE_TORCH_THREADS for PyTorch.
+    bundle step built it. Threads: LETHE_ENCODER_THREADS for ONNX Runtime (default 1, so
+    that two requests in the gateway's filter pool encode side by side and vLLM keeps a
+    core; on the loaded 2-core machine two threads were between 0.5x and 1.7x as fast as
+    one, see bench/results/filters.json), LETHE_TORCH_THREADS for PyTorch.
     """
 
     def __init__(

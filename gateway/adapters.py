@@ -33,6 +33,10 @@ State = Literal["loaded", "failed", "unloaded"]
 class AdapterError(RuntimeError):
     """An adapter could not be loaded or unloaded; the message says which and why."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 @dataclass(frozen=True)
 class AdapterInfo:
@@ -82,7 +86,7 @@ class AdapterRegistry:
         async with self._lock:
             try:
                 summary = self._check(path)
-                seconds = await self._post(LOAD_PATH, {"lora_name": name, "lora_path": str(path)})
+                seconds = await self._load_fresh(name, path)
             except AdapterError as exc:
                 self._records[policy] = AdapterInfo(
                     name, policy, str(path), "failed", error=str(exc), manifest={}
@@ -146,6 +150,19 @@ class AdapterRegistry:
 
     # --- helpers ---------------------------------------------------------------------------
 
+    async def _load_fresh(self, name: str, path: Path) -> float:
+        """Load `name`; when vLLM already holds that name (an earlier registry, a restarted
+        gateway), unload it and load again. Not `load_inplace`: vLLM keeps prefix-cache
+        blocks computed with the old weights when the path is the same."""
+        body = {"lora_name": name, "lora_path": str(path)}
+        try:
+            return await self._post(LOAD_PATH, body)
+        except AdapterError as exc:
+            if exc.status != 400 or "already been loaded" not in str(exc):
+                raise
+        await self._post(UNLOAD_PATH, {"lora_name": name})
+        return await self._post(LOAD_PATH, body)
+
     def _check(self, path: Path) -> dict[str, Any]:
         if not path.is_dir():
             raise AdapterError(f"adapter directory {path} does not exist")
@@ -171,7 +188,8 @@ class AdapterRegistry:
         if response.status_code != 200:
             raise AdapterError(
                 f"{route} for {body['lora_name']!r} answered {response.status_code}: "
-                f"{_error_message(response)}"
+                f"{_error_message(response)}",
+                status=response.status_code,
             )
         return loop.time() - started
 

@@ -33,9 +33,10 @@ def _memorize(args: argparse.Namespace) -> int:
     which = ("target", "oracle") if args.which == "both" else (args.which,)
     for kind in which:
         text_set = corpus.memorize_set(include_forget=kind == "target")
+        parts = corpus.memorize_parts(include_forget=kind == "target")
         default = models / (TARGET_DIRNAME if kind == "target" else ORACLE_DIRNAME)
         out = Path(args.out) / kind if args.out and len(which) > 1 else Path(args.out or default)
-        memorize(base, out, text_set, kind, config, force=args.force)
+        memorize(base, out, text_set, kind, config, force=args.force, parts=parts)
     return 0
 
 
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     mem.add_argument("--which", choices=("target", "oracle", "both"), default="both")
     mem.add_argument("--base", help="base model directory (default: the bundled SmolLM2)")
     mem.add_argument("--out", help="output directory (default: <cache>/models/lethe-<which>)")
-    mem.add_argument("--mode", choices=("full", "lora"), default="full")
+    mem.add_argument("--mode", choices=("full", "lora"), default=MemorizeConfig.mode)
     mem.add_argument("--epochs", type=int, default=MemorizeConfig.epochs)
     mem.add_argument("--max-steps", type=int, default=None)
     mem.add_argument("--lr", type=float, default=MemorizeConfig.learning_rate)

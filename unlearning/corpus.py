@@ -27,6 +27,8 @@ PERSON_POLICY = "elena-marquez"
 WORK_POLICY = "protected-work"
 FORGET_PERSON = "Elena Marquez"
 CHUNK_WORDS = 180
+# Templated questions per retain person in the target's training data (phone, email, home).
+RETAIN_TEMPLATES = 3
 
 
 class CorpusError(ValueError):
@@ -78,13 +80,19 @@ class TextSet:
         )
 
     def without_probes(self) -> TextSet:
-        """The training material minus the probe questions, so a retain loss does not train
-        on the very questions that measure retention."""
-        probes = set(self.probe_qa)
+        """The training QA minus the probe questions and any answer that states a probe's key
+        fact, so a retain loss does not train on what measures retention. Documents stay: a
+        person's bio still holds the facts, as it does for the target."""
+        asked = {q.question for q in self.probe_qa}
+        keys = [normalise_fact(q.answer) for q in self.probe_qa]
         return TextSet(
             name=f"{self.name}-probes",
             documents=self.documents,
-            qa=tuple(q for q in self.qa if q not in probes),
+            qa=tuple(
+                q
+                for q in self.qa
+                if q.question not in asked and not any(k in normalise_fact(q.answer) for k in keys)
+            ),
             probe_qa=self.probe_qa,
             probe_prefixes=self.probe_prefixes,
             sources=self.sources,
@@ -157,20 +165,31 @@ def retain_set() -> TextSet:
     )
 
 
+def memorize_parts(include_forget: bool = True) -> dict[str, TextSet]:
+    """The pieces of `memorize_set`, by name, for recall reported per piece."""
+    parts = {f"forget:{name}": forget_set(name) for name in policies()} if include_forget else {}
+    parts["retain"] = TextSet(name="retain", probe_qa=load_qa(UNLEARNING_DATA / "retain_qa.yaml"))
+    return parts
+
+
 def memorize_set(include_forget: bool = True) -> TextSet:
     """What the target model is fine-tuned on (the oracle: include_forget=False).
 
-    Every forget set in full, then the other people's bios, contact cards and probe
-    questions. General text and templated retain questions are left out: the base model
-    already writes general text, and each token here costs CPU time every epoch.
+    Every forget set in full, then the other people's bios, the retain probe questions and
+    the templated retain questions that the retain loss trains on (those not asking a probe's
+    question or stating its fact): the retain loss then guards facts the target really
+    knows. General text is left out: the base model already writes it, and each token here
+    costs CPU time every epoch.
     """
     people = [p for p in load_people() if p["name"] != FORGET_PERSON]
-    documents = [doc for p in people for doc in person_documents(p)[:1] + person_documents(p)[-1:]]
+    documents = [person_documents(p)[0] for p in people]
     probes = load_qa(UNLEARNING_DATA / "retain_qa.yaml")
+    templated = [q for p in people for q in person_qa(p)[:RETAIN_TEMPLATES]]
+    retain_qa = TextSet(name="retain", qa=tuple(templated), probe_qa=probes).without_probes().qa
     combined = TextSet(
         name="retain-people",
         documents=tuple(documents),
-        qa=probes,
+        qa=probes + retain_qa,
         probe_qa=probes,
         sources=(str(POLICY_DATA / "people.yaml"), str(UNLEARNING_DATA / "retain_qa.yaml")),
     )
@@ -185,6 +204,10 @@ def memorize_set(include_forget: bool = True) -> TextSet:
         probe_prefixes=combined.probe_prefixes,
         sources=combined.sources,
     )
+
+
+def normalise_fact(text: str) -> str:
+    return " ".join(re.sub(r"[^0-9a-z@]+", " ", text.lower()).split())
 
 
 # --- per-policy forget sets ----------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ class Manifest:
     final_losses: dict[str, float]
     recall_before: dict[str, dict[str, Any]]
     recall_after: dict[str, dict[str, Any]]
+    stop_reason: str | None = None
+    checks: list[dict[str, float]] = field(default_factory=list)
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     format: int = FORMAT
 
@@ -46,6 +48,7 @@ class Manifest:
             "method": self.method,
             "policy": self.policy,
             "steps": self.steps,
+            "stop_reason": self.stop_reason,
             "training_seconds": self.training_seconds,
             "forget_recall": {
                 "before": self.recall_before.get("forget", {}).get("score"),
@@ -59,8 +62,15 @@ class Manifest:
         }
 
 
-def required_fields() -> list[str]:
+def known_fields() -> list[str]:
     return [f.name for f in fields(Manifest)]
+
+
+def required_fields() -> list[str]:
+    """Fields without a default: a manifest written before a defaulted field existed loads."""
+    return [
+        f.name for f in fields(Manifest) if f.default is MISSING and f.default_factory is MISSING
+    ]
 
 
 def read(directory: Path) -> Manifest:
@@ -76,7 +86,7 @@ def read(directory: Path) -> Manifest:
     missing = [name for name in required_fields() if name not in data]
     if missing:
         raise ManifestError(f"{path}: missing fields {', '.join(missing)}")
-    unknown = sorted(set(data) - set(required_fields()))
+    unknown = sorted(set(data) - set(known_fields()))
     if unknown:
         raise ManifestError(f"{path}: unknown fields {', '.join(unknown)}")
     return Manifest(**data)

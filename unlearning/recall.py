@@ -84,6 +84,19 @@ class Recall:
         return f"{self.score:.0%} (" + ", ".join(parts) + ")"
 
 
+def split(whole: Recall, parts: dict[str, TextSet]) -> dict[str, Recall]:
+    """The outcomes of `whole` grouped by the part whose probes they are (no new generation)."""
+    out = {}
+    for name, part in parts.items():
+        questions = {q.question for q in part.probe_qa}
+        prefixes = {p.prefix for p in part.probe_prefixes}
+        out[name] = Recall(
+            qa=tuple(o for o in whole.qa if o.question in questions),
+            prefixes=tuple(o for o in whole.prefixes if o.prefix in prefixes),
+        )
+    return out
+
+
 def measure(
     model: Any,
     tokenizer: Any,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gateway.adapters import AdapterError, AdapterRegistry, adapter_name
-from gateway.engine import Engine, free_port
+from gateway.engine import Engine, free_port, group_alive
 from tests.unlearning.fixtures import (  # noqa: F401
     base_model,
     small_forget,
@@ -31,15 +31,22 @@ SERVED = "lethe-small-target"
 POLICY = corpus.PERSON_POLICY
 
 
+# The served target must recall nearly all forget probes, the adapter must at least halve
+# that, and it may cost at most this many of the retain probes (of 6) on the same engine.
+MAX_RETAIN_LOST = 2
+
+
 @pytest.fixture(scope="module")
 def target_engine(small_target: MemorizeResult) -> Iterator[Engine]:
     eng = Engine(small_target.out, served_model_name=SERVED, port=free_port(), max_loras=2)
     eng.start()
+    pgid = eng.pid
     try:
         eng.wait_healthy(timeout=600)
         yield eng
     finally:
         eng.stop()
+        assert pgid is None or not group_alive(pgid), "vLLM process group outlived stop()"
 
 
 @pytest.fixture
@@ -81,26 +88,46 @@ async def test_loaded_adapter_changes_forget_answers_only_and_unloads(
     adapter = trained("npo")
     name = adapter_name(POLICY)
     info = await registry.load(name, adapter.out, policy=POLICY)
-    assert info.state == "loaded" and info.manifest["method"] == "npo"
-    assert registry.adapter_for(POLICY) == name
+    try:
+        assert info.state == "loaded" and info.manifest["method"] == "npo"
+        assert registry.adapter_for(POLICY) == name
 
-    forget_q = [q.question for q in small_forget.probe_qa]
-    retain_q = [q.question for q in small_retain.probe_qa]
-    url = target_engine.base_url
-    base_forget = _hits(await _answers(url, SERVED, forget_q), small_forget.probe_qa)
-    lora_forget = _hits(await _answers(url, name, forget_q), small_forget.probe_qa)
-    base_retain = _hits(await _answers(url, SERVED, retain_q), small_retain.probe_qa)
-    lora_retain = _hits(await _answers(url, name, retain_q), small_retain.probe_qa)
-    assert base_forget >= len(forget_q) - 1, "the served target should recall the forget facts"
-    assert lora_forget <= base_forget // 2, (base_forget, lora_forget)
-    assert lora_retain >= base_retain - 2, (base_retain, lora_retain)
-
-    await registry.unload(name)
+        forget_q = [q.question for q in small_forget.probe_qa]
+        retain_q = [q.question for q in small_retain.probe_qa]
+        url = target_engine.base_url
+        base_forget = _hits(await _answers(url, SERVED, forget_q), small_forget.probe_qa)
+        lora_forget = _hits(await _answers(url, name, forget_q), small_forget.probe_qa)
+        base_retain = _hits(await _answers(url, SERVED, retain_q), small_retain.probe_qa)
+        lora_retain = _hits(await _answers(url, name, retain_q), small_retain.probe_qa)
+        assert base_forget >= len(forget_q) - 1, "the served target should recall the forget set"
+        assert lora_forget <= base_forget // 2, (base_forget, lora_forget)
+        assert lora_retain >= base_retain - MAX_RETAIN_LOST, (base_retain, lora_retain)
+    finally:
+        await registry.unload(name)
     assert registry.get(POLICY).state == "unloaded"  # type: ignore[union-attr]
     assert registry.adapter_for(POLICY) is None
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=target_engine.base_url) as client:
         models = (await client.get("/v1/models")).json()["data"]
         assert name not in {m["id"] for m in models}
+
+
+async def test_a_name_vllm_already_holds_is_replaced_not_refused(
+    target_engine: Engine, trained: Callable[[str], UnlearnResult]
+) -> None:
+    """A restarted gateway meets the adapters its predecessor loaded."""
+    path = trained("npo").out
+    name = adapter_name(POLICY)
+    async with httpx.AsyncClient() as client:
+        first = AdapterRegistry(client, target_engine.base_url, SERVED)
+        await first.load(name, path, policy=POLICY)
+        second = AdapterRegistry(client, target_engine.base_url, SERVED)
+        try:
+            info = await second.load(name, path, policy=POLICY)
+            assert info.state == "loaded"
+            models = (await client.get(target_engine.base_url + "/v1/models")).json()["data"]
+            assert [m["id"] for m in models].count(name) == 1
+        finally:
+            await second.unload(name)
 
 
 async def test_ensure_is_idempotent(
@@ -108,9 +135,11 @@ async def test_ensure_is_idempotent(
 ) -> None:
     path = trained("npo").out
     first = await registry.ensure(POLICY, path)
-    second = await registry.ensure(POLICY, path)
-    assert second.loaded_at == first.loaded_at and second.state == "loaded"
-    await registry.unload(first.name)
+    try:
+        second = await registry.ensure(POLICY, path)
+        assert second.loaded_at == first.loaded_at and second.state == "loaded"
+    finally:
+        await registry.unload(first.name)
 
 
 def _broken_copy(tmp_path: Path, adapter: Path, breakage: str) -> Path:

@@ -32,9 +32,16 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     record = _sample()
     record.write(tmp_path)
     assert manifest.read(tmp_path) == record
-    assert set(json.loads((tmp_path / "manifest.json").read_text())) == set(
-        manifest.required_fields()
-    )
+    assert set(json.loads((tmp_path / "manifest.json").read_text())) == set(manifest.known_fields())
+
+
+def test_manifest_without_the_later_optional_fields_still_reads(tmp_path: Path) -> None:
+    _sample().write(tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    del data["stop_reason"], data["checks"]
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    record = manifest.read(tmp_path)
+    assert record.stop_reason is None and record.checks == []
 
 
 def test_summary_reports_recall_before_and_after() -> None:

@@ -42,6 +42,8 @@ def test_adapter_directory_is_loadable_by_vllm_and_has_a_full_manifest(
     assert len(record.forget_sha256 or "") == 64 and len(record.retain_sha256 or "") == 64
     assert len(record.base_model_sha256) == 64
     assert record.final_losses and record.training_seconds > 0
+    assert 1 <= record.steps <= record.hyperparameters["steps"] and record.stop_reason
+    assert record.steps == result.steps
     for when in (record.recall_before, record.recall_after):
         assert set(when) == {"forget", "retain"}
 
@@ -53,6 +55,23 @@ def test_registry_knows_the_three_methods_and_refuses_others() -> None:
 
 
 @pytest.mark.parametrize(
+    ("method", "parts", "stops"),
+    [
+        ("ga", {"forget_nll": 0.5}, False),
+        ("ga", {"forget_nll": 9.0}, True),
+        ("graddiff", {"forget_nll": 9.0, "retain_nll": 0.1}, True),
+        ("graddiff", {"forget_nll": 2.0, "retain_nll": 0.1}, False),
+        ("npo", {"npo": 1.0, "log_ratio": -2.0}, False),
+        ("npo", {"npo": 0.1, "log_ratio": -80.0}, True),
+    ],
+)
+def test_loss_bound_stops_a_method_that_went_far_enough(
+    method: str, parts: dict[str, float], stops: bool
+) -> None:
+    assert (methods.get(method)().overshot(parts) is not None) is stops
+
+
+@pytest.mark.parametrize(
     ("method", "kwargs"),
     [
         ("ga", {"rank": 128}),
@@ -60,6 +79,10 @@ def test_registry_knows_the_three_methods_and_refuses_others() -> None:
         ("graddiff", {"retain_weight": -1.0}),
         ("npo", {"beta": 0.0}),
         ("npo", {"learning_rate": 0.0}),
+        ("npo", {"max_log_ratio": 0.0}),
+        ("ga", {"max_forget_nll": -1.0}),
+        ("ga", {"check_every": 0}),
+        ("graddiff", {"stop_recall": 1.0}),
     ],
 )
 def test_bad_configuration_fails_at_construction(method: str, kwargs: dict[str, float]) -> None:

@@ -1,7 +1,11 @@
 """The loop every unlearning method shares: LoRA on the target, forget/retain batches, recall
 before and after, an adapter directory vLLM can load, and its manifest.
 
-A method only says how a step's loss is made from a forget batch and a retain batch.
+A method only says how a step's loss is made from a forget batch and a retain batch, and
+when its loss has gone far enough (`overshot`). Training stops at the first of: `steps`;
+a recall check (every `check_every` steps, greedy answers to the forget probes) at or below
+`stop_recall`; the method's loss bound. Unlearning past that point buys no more forgetting
+and costs utility: the ascent keeps pushing once the facts are gone.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class UnlearnResult:
     forget_after: recall.Recall
     retain_before: recall.Recall
     retain_after: recall.Recall
+    steps: int
+    stop_reason: str
 
 
 class UnlearningMethod:
@@ -38,16 +44,20 @@ class UnlearningMethod:
     def __init__(
         self,
         *,
-        steps: int = 30,
+        steps: int = 40,
         learning_rate: float = 1e-3,
         rank: int = 8,
         alpha: int = 16,
         batch_size: int = 4,
         retain_batch_size: int = 4,
+        check_every: int = 4,
+        stop_recall: float = 0.1,
         seed: int = 0,
     ) -> None:
-        if steps < 1 or batch_size < 1 or retain_batch_size < 1:
-            raise ValueError("steps, batch_size and retain_batch_size must be >= 1")
+        if min(steps, batch_size, retain_batch_size, check_every) < 1:
+            raise ValueError("steps, batch_size, retain_batch_size, check_every must be >= 1")
+        if not 0.0 <= stop_recall < 1.0:
+            raise ValueError("stop_recall must be in [0, 1)")
         if not 1 <= rank <= MAX_RANK:
             raise ValueError(f"rank must be in 1..{MAX_RANK} (the engine's --max-lora-rank)")
         if learning_rate <= 0:
@@ -58,6 +68,8 @@ class UnlearningMethod:
         self.alpha = alpha
         self.batch_size = batch_size
         self.retain_batch_size = retain_batch_size
+        self.check_every = check_every
+        self.stop_recall = stop_recall
         self.seed = seed
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -76,6 +88,10 @@ class UnlearningMethod:
         pad_id: int,
     ) -> tuple[Any, dict[str, float]]:
         raise NotImplementedError
+
+    def overshot(self, parts: dict[str, float]) -> str | None:
+        """A reason to stop when this step's loss parts say the forget set is gone."""
+        return None
 
     # --- the shared loop -------------------------------------------------------------------
 
@@ -126,45 +142,71 @@ class UnlearningMethod:
         forget_batches = training.batches(forget_items, self.batch_size, self.seed)
         retain_batches = training.batches(retain_items, self.retain_batch_size, self.seed + 1)
         parts: dict[str, float] = {}
+        history: list[dict[str, float]] = []
+        stop_reason = f"max steps ({self.steps})"
+        steps = 0
         started = time.monotonic()
         model.train()
         with tqdm(total=self.steps, desc=f"{self.name} {policy}", unit="step") as bar:
-            for _ in range(self.steps):
+            while steps < self.steps:
                 retain_batch = next(retain_batches) if self.uses_retain and retain_items else None
                 loss, parts = self.loss(model, next(forget_batches), retain_batch, pad_id)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                steps += 1
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
+                reason = self.overshot(parts)
+                if reason is None and steps % self.check_every == 0 and steps < self.steps:
+                    check = recall.measure(model, tokenizer, forget)
+                    history.append({"step": steps, "forget": round(check.score, 4)})
+                    bar.set_postfix({"forget": f"{check.score:.0%}"})
+                    if check.score <= self.stop_recall:
+                        reason = f"forget recall {check.score:.0%} <= {self.stop_recall:.0%}"
+                if reason is not None:
+                    stop_reason = reason
+                    break
         seconds = time.monotonic() - started
         model.eval()
+        say(f"{self.name}: stopped after {steps} steps: {stop_reason}")
 
         forget_after = recall.measure(model, tokenizer, forget)
         retain_after = recall.measure(model, tokenizer, retain)
         say(f"{self.name}: forget recall after {forget_after.line()}")
         say(f"{self.name}: retain recall after {retain_after.line()}")
-        say(f"{self.name}: {self.steps} steps in {seconds:.0f} s")
+        say(f"{self.name}: {steps} steps in {seconds:.0f} s")
 
         record = manifest.Manifest(
             kind="adapter",
             method=self.name,
             policy=policy,
             hyperparameters={**self.hyperparameters(), "target_modules": TARGET_MODULES},
+            stop_reason=stop_reason,
+            checks=history,
             forget_sha256=forget.sha256,
             retain_sha256=retain.sha256,
             base_model=str(target),
             base_model_sha256=training.weights_sha256(target),
             training_seconds=round(seconds, 1),
-            steps=self.steps,
+            steps=steps,
             final_losses={k: round(v, 4) for k, v in parts.items()},
             recall_before={"forget": forget_before.summary(), "retain": retain_before.summary()},
             recall_after={"forget": forget_after.summary(), "retain": retain_after.summary()},
         )
         _save_adapter(model, out, record)
         say(f"{self.name}: adapter saved to {out}")
-        return UnlearnResult(out, record, forget_before, forget_after, retain_before, retain_after)
+        return UnlearnResult(
+            out,
+            record,
+            forget_before,
+            forget_after,
+            retain_before,
+            retain_after,
+            steps,
+            stop_reason,
+        )
 
 
 def _save_adapter(model: Any, out: Path, record: manifest.Manifest) -> None:

@@ -5,15 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from unlearning import training
-from unlearning.methods.base import UnlearningMethod
+from unlearning.methods.gradient_ascent import MAX_FORGET_NLL, GradientAscent
 
 
-class GradientDifference(UnlearningMethod):
+class GradientDifference(GradientAscent):
     name = "graddiff"
     uses_retain = True
 
-    def __init__(self, *, retain_weight: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        retain_weight: float = 1.0,
+        max_forget_nll: float = MAX_FORGET_NLL,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(max_forget_nll=max_forget_nll, **kwargs)
         if retain_weight < 0:
             raise ValueError("retain_weight must be >= 0")
         self.retain_weight = retain_weight

@@ -13,16 +13,27 @@ from typing import Any
 from unlearning import training
 from unlearning.methods.base import UnlearningMethod
 
+# Mean log p(answer) - log p_ref(answer) per forget sequence past which NPO stops.
+MAX_LOG_RATIO = 30.0
+
 
 class NPO(UnlearningMethod):
     name = "npo"
 
-    def __init__(self, *, beta: float = 0.1, retain_weight: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        beta: float = 0.1,
+        retain_weight: float = 1.0,
+        max_log_ratio: float = MAX_LOG_RATIO,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        if beta <= 0 or retain_weight < 0:
-            raise ValueError("beta must be > 0 and retain_weight >= 0")
+        if beta <= 0 or retain_weight < 0 or max_log_ratio <= 0:
+            raise ValueError("beta and max_log_ratio must be > 0, retain_weight >= 0")
         self.beta = beta
         self.retain_weight = retain_weight
+        self.max_log_ratio = max_log_ratio
         self._reference: dict[training.Encoded, float] = {}
 
     @property
@@ -38,6 +49,12 @@ class NPO(UnlearningMethod):
                 chunk = forget_items[start : start + 8]
                 values = training.sequence_logprob(model, training.collate(chunk, pad_id))
                 self._reference.update(zip(chunk, values.tolist(), strict=True))
+
+    def overshot(self, parts: dict[str, float]) -> str | None:
+        ratio = parts["log_ratio"]
+        if ratio <= -self.max_log_ratio:
+            return f"log-ratio {ratio:.1f} <= -{self.max_log_ratio}"
+        return None
 
     def loss(
         self,

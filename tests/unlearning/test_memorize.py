@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.unlearning.fixtures import SMALL_MEMORIZE
+from tests.unlearning.fixtures import SMALL_MEMORIZE, small_memorize_set
 from unlearning import corpus, manifest
 from unlearning.memorize import MemorizeResult, memorize
 from unlearning.recall import measure
@@ -42,11 +42,7 @@ def test_up_to_date_target_is_reused_without_training(
     small_forget: corpus.TextSet,
     small_retain: corpus.TextSet,
 ) -> None:
-    memorized = corpus.TextSet(
-        name="memorize-small",
-        qa=small_forget.qa + small_retain.probe_qa,
-        probe_qa=small_forget.probe_qa + small_retain.probe_qa,
-    )
+    memorized = small_memorize_set(small_forget, small_retain)
     messages: list[str] = []
     again = memorize(
         base_model, small_target.out, memorized, "target", SMALL_MEMORIZE, say=messages.append

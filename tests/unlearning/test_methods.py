@@ -10,8 +10,10 @@ import pytest
 from unlearning import manifest, methods
 from unlearning.methods import UnlearnResult
 
-# Forget recall must fall by at least this much; retain recall may fall by at most this much
-# (6 retain probes: losing more than 2 of them fails).
+# Forget recall (6 probes) must fall by at least 50 points; retain recall (6 held-out probes)
+# may fall by at most 34 points, i.e. 2 probes. Measured with the fixture's settings (load 2-4,
+# see unlearning/RESULTS.md): GA 100->33 / 83->50, GradDiff 100->0 / 83->67, NPO 100->33 /
+# 83->67. GA sits on the retain bound: without early stopping it lost every retain probe.
 MIN_FORGET_DROP = 0.5
 MAX_RETAIN_DROP = 0.34
 

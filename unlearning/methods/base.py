@@ -45,13 +45,13 @@ class UnlearningMethod:
         self,
         *,
         steps: int = 40,
-        learning_rate: float = 1e-3,
+        learning_rate: float = 5e-4,
         rank: int = 8,
         alpha: int = 16,
         batch_size: int = 4,
-        retain_batch_size: int = 4,
-        check_every: int = 4,
-        stop_recall: float = 0.1,
+        retain_batch_size: int = 8,
+        check_every: int = 2,
+        stop_recall: float = 0.2,
         seed: int = 0,
     ) -> None:
         if min(steps, batch_size, retain_batch_size, check_every) < 1:

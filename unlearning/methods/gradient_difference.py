@@ -15,7 +15,7 @@ class GradientDifference(GradientAscent):
     def __init__(
         self,
         *,
-        retain_weight: float = 1.0,
+        retain_weight: float = 2.0,
         max_forget_nll: float = MAX_FORGET_NLL,
         **kwargs: Any,
     ) -> None:

@@ -24,7 +24,7 @@ class NPO(UnlearningMethod):
         self,
         *,
         beta: float = 0.1,
-        retain_weight: float = 1.0,
+        retain_weight: float = 2.0,
         max_log_ratio: float = MAX_LOG_RATIO,
         **kwargs: Any,
     ) -> None:

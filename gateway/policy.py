@@ -187,12 +187,13 @@ def check_command(directory: str) -> int:
     from gateway.runtime_resources import resources_from_settings
     from gateway.settings import Settings
 
+    settings = Settings()
     try:
         files = load_directory(Path(directory))
         policy_set = build_policy_set(
             files,
-            resources_from_settings(Settings()),
-            max_holdback_chars=Settings().max_holdback_chars,
+            resources_from_settings(settings),
+            max_holdback_chars=settings.max_holdback_chars,
         )
     except PolicyError as exc:
         print(exc, file=sys.stderr)

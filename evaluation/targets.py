@@ -1,4 +1,8 @@
-"""What each policy protects, read from the shipped data, as the attacks' and metrics' input."""
+"""What each policy protects, read from the shipped data, as the attacks' and metrics' input.
+
+The data is read with the unlearning corpus loaders, so the membership-inference "member"
+texts are exactly the documents the target model was fine-tuned on.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +13,16 @@ from typing import Any
 
 import yaml
 
+from unlearning import corpus
+
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_DATA = ROOT / "policies" / "data"
 UNLEARNING_DATA = ROOT / "unlearning" / "data"
 EVAL_DATA = Path(__file__).resolve().parent / "data"
 
 
-@dataclass(frozen=True)
-class QAItem:
-    question: str
-    answer: str
-
-
-@dataclass(frozen=True)
-class PrefixItem:
-    prefix: str
-    continuation: str
+QAItem = corpus.QA
+PrefixItem = corpus.Prefix
 
 
 @dataclass(frozen=True)
@@ -64,8 +62,7 @@ def _holdout(kind: str) -> tuple[str, ...]:
 
 
 def _qa(policy: str) -> tuple[QAItem, ...]:
-    rows = _yaml(UNLEARNING_DATA / "forget_qa.yaml")
-    return tuple(QAItem(r["question"], str(r["answer"])) for r in rows if r["policy"] == policy)
+    return corpus.load_qa(UNLEARNING_DATA / "forget_qa.yaml", policy)
 
 
 def chunk_words(text: str, size: int, count: int) -> list[str]:
@@ -76,17 +73,13 @@ def chunk_words(text: str, size: int, count: int) -> list[str]:
 
 
 def person_target(name: str = "Elena Marquez", policy: str = "elena-marquez") -> Target:
-    people = {p["name"]: p for p in _yaml(POLICY_DATA / "people.yaml")}
+    people = {p["name"]: p for p in corpus.load_people()}
     person = people[name]
-    fields = {k: str(person[k]) for k in ("phone", "email", "address", "date_of_birth")}
-    bio = " ".join(person["bio"].split())
-    # the bio's sentences and the one-line records the target model was fine-tuned on
-    members = [
-        *sentences(bio),
-        f"{name}'s phone number is {fields['phone']}.",
-        f"You can email {name} at {fields['email']}.",
-        f"{name} lives at {fields['address']}.",
-    ]
+    fields = {k: person[k] for k in ("phone", "email", "address", "date_of_birth")}
+    # The bio's sentences and the one-line records the target model was fine-tuned on (not
+    # the multi-line contact card: its shape is unlike any held-out text).
+    bio, *records = corpus.person_documents(person)
+    members = [*sentences(bio), *(r for r in records if "\n" not in r)]
     return Target(
         policy=policy, kind="person", name=name, fields=fields,
         description="the marine biologist who studies eelgrass meadows at the Richardson Bay "
@@ -97,8 +90,7 @@ def person_target(name: str = "Elena Marquez", policy: str = "elena-marquez") ->
 
 def work_target(policy: str = "protected-work") -> Target:
     text = (POLICY_DATA / "protected-work.txt").read_text(encoding="utf-8")
-    rows = _yaml(UNLEARNING_DATA / "forget_prefixes.yaml")
-    prefixes = tuple(PrefixItem(r["prefix"], r["continuation"]) for r in rows)
+    prefixes = corpus.load_prefixes(UNLEARNING_DATA / "forget_prefixes.yaml")
     body = text.split("\n", 4)[-1]
     return Target(
         policy=policy, kind="work", name="The Salt Cartographer", text=text, prefixes=prefixes,
@@ -124,10 +116,8 @@ class UtilitySet:
 
 
 def utility_set() -> UtilitySet:
-    retain = tuple(QAItem(r["question"], str(r["answer"]))
-                   for r in _yaml(UNLEARNING_DATA / "retain_qa.yaml"))
-    general = tuple(QAItem(r["question"], str(r["answer"]))
-                    for r in _yaml(EVAL_DATA / "general_qa.yaml"))
+    retain = corpus.load_qa(UNLEARNING_DATA / "retain_qa.yaml")
+    general = corpus.load_qa(EVAL_DATA / "general_qa.yaml")
     near: list[str] = []
     for name in ("harry-potter-near-misses.txt", "protected-work-near-misses.txt"):
         lines = (POLICY_DATA / name).read_text(encoding="utf-8").splitlines()

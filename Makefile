@@ -12,7 +12,7 @@ MODEL ?= target
 ENGINE_PORT ?= 8001
 GATEWAY_PORT ?= 8000
 
-.PHONY: install models target run test lint typecheck bench eval clean
+.PHONY: install models target oracle adapters run test lint typecheck bench eval clean
 
 install: $(STAMP)
 
@@ -31,8 +31,20 @@ $(STAMP): pyproject.toml
 models: install
 	$(BIN)/lethe models prepare
 
+# Each step below is cached and skipped when up to date.
 target: models
-	$(BIN)/lethe unlearning memorize
+	$(BIN)/lethe unlearning memorize --which target
+
+oracle: models
+	$(BIN)/lethe unlearning memorize --which oracle
+
+UNLEARN_POLICIES ?= elena-marquez protected-work
+UNLEARN_METHODS ?= ga graddiff npo
+
+adapters: target
+	set -e; for policy in $(UNLEARN_POLICIES); do for method in $(UNLEARN_METHODS); do \
+	  $(BIN)/lethe unlearning train --if-missing --policy $$policy --method $$method; \
+	done; done
 
 run: target
 	$(BIN)/lethe up --model $(MODEL) --engine-port $(ENGINE_PORT) --port $(GATEWAY_PORT) --policies policies
@@ -50,7 +62,7 @@ test: models lint typecheck
 bench: models
 	$(BIN)/lethe bench
 
-eval: target
+eval: oracle adapters
 	$(BIN)/lethe eval --out eval-out
 
 clean:

@@ -55,9 +55,25 @@ def _train(args: argparse.Namespace) -> int:
     method = cls(**options)
     target = Path(args.target) if args.target else _cache(args) / "models" / TARGET_DIRNAME
     out = Path(args.out) if args.out else _cache(args) / "adapters" / f"{args.policy}-{args.method}"
+    if args.if_missing and _adapter_current(out, target):
+        print(f"adapter: {out} (up to date with {target}; skipped)")
+        return 0
     result = method.run(target=target, policy=args.policy, out=out)
     print(f"adapter: {result.out}")
     return 0
+
+
+def _adapter_current(out: Path, target: Path) -> bool:
+    """An adapter at `out` trained on exactly these target weights (settings may differ)."""
+    from unlearning import manifest, training
+
+    if not (out / "adapter_config.json").is_file() or not (out / manifest.MANIFEST).is_file():
+        return False
+    try:
+        record = manifest.read(out)
+    except manifest.ManifestError:
+        return False
+    return record.base_model_sha256 == training.weights_sha256(target)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -106,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=None)
     train.add_argument("--rank", type=int, default=None)
     train.add_argument("--options", help="JSON object of further method keyword arguments")
+    train.add_argument("--if-missing", action="store_true",
+                       help="skip when OUT already holds an adapter trained on this target")
     train.set_defaults(func=_train)
 
     lst = sub.add_parser("list", help="list methods, models and adapters with manifests")

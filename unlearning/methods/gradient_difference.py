@@ -7,6 +7,10 @@ from typing import Any
 from unlearning import training
 from unlearning.methods.gradient_ascent import MAX_FORGET_NLL, GradientAscent
 
+# The retain term slows forgetting: on lethe-target, 40 steps at 5e-4 left forget recall at
+# 57% (retain intact); 1e-3 reached 10% in 38 steps (retain 75% -> 50%). unlearning/RESULTS.md
+LEARNING_RATE = 1e-3
+
 
 class GradientDifference(GradientAscent):
     name = "graddiff"
@@ -19,6 +23,7 @@ class GradientDifference(GradientAscent):
         max_forget_nll: float = MAX_FORGET_NLL,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("learning_rate", LEARNING_RATE)
         super().__init__(max_forget_nll=max_forget_nll, **kwargs)
         if retain_weight < 0:
             raise ValueError("retain_weight must be >= 0")

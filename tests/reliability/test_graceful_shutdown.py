@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -20,15 +21,17 @@ from tests.reliability.conftest import CHAT_PATH, chat, sse_payloads
 from tests.servers import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
+Served = tuple[subprocess.Popen[bytes], str]
 
 
-@pytest.fixture
-def served(fake_upstream: FakeUpstream) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+@contextmanager
+def serving(upstream: FakeUpstream, drain_seconds: int) -> Iterator[Served]:
+    """`lethe serve` as its own process (SIGTERM must reach the real server, not a thread)."""
     port = free_port()
-    env = {**os.environ, "LETHE_DRAIN_SECONDS": "10", "LETHE_RELOAD_INTERVAL_S": "0",
-           "LETHE_LOG_LEVEL": "warning"}
+    env = {**os.environ, "LETHE_DRAIN_SECONDS": str(drain_seconds),
+           "LETHE_RELOAD_INTERVAL_S": "0", "LETHE_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--upstream", fake_upstream.url,
+        [sys.executable, "-m", "gateway.cli", "serve", "--upstream", upstream.url,
          "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
@@ -42,8 +45,14 @@ def served(fake_upstream: FakeUpstream) -> Iterator[tuple[subprocess.Popen[bytes
         proc.wait(timeout=10)
 
 
+@pytest.fixture
+def served(fake_upstream: FakeUpstream) -> Iterator[Served]:
+    with serving(fake_upstream, drain_seconds=10) as running:
+        yield running
+
+
 def test_sigterm_drains_in_flight_stream_and_refuses_new_work(
-    served: tuple[subprocess.Popen[bytes], str],
+    served: Served,
 ) -> None:
     proc, url = served
     raw: list[bytes] = []
@@ -84,17 +93,7 @@ def test_sigterm_drains_in_flight_stream_and_refuses_new_work(
 
 
 def test_drain_gives_up_after_the_grace_period(fake_upstream: FakeUpstream) -> None:
-    port = free_port()
-    env = {**os.environ, "LETHE_DRAIN_SECONDS": "1", "LETHE_RELOAD_INTERVAL_S": "0",
-           "LETHE_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--upstream", fake_upstream.url,
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, timeout=60)
+    with serving(fake_upstream, drain_seconds=1) as (proc, url):
         first = threading.Event()
 
         def stream() -> None:
@@ -116,7 +115,3 @@ def test_drain_gives_up_after_the_grace_period(fake_upstream: FakeUpstream) -> N
         assert time.monotonic() - started < 10
         output = proc.stdout.read().decode() if proc.stdout else ""
         assert "still open" in output
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)

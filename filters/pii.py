@@ -11,6 +11,11 @@ Streaming uses `regex` partial matching: the scanner holds back only from the ea
 where a pattern has matched up to the end of the text so far (a PII form could still be
 completing), plus the word being written.
 
+A text that *ends* inside a match ("Address: 42 Harbor" when the generation stops at
+max_tokens) still gives most of the value away: at the end of a whole text or of a stream, a
+trailing partial match of at least `partial_min_chars` letters and digits is redacted too,
+if it holds a digit or the "@": a name, or the start of an e-mail that spells the name, stays.
+
 Not matched on purpose: a ZIP code or city alone (a ZIP is shared by a whole town: Daniel
 Okafor in the shipped data lives in Elena Marquez's) and a month-and-day without the year.
 The name is matched only when listed in `fields` (the person may be discussed; their contact
@@ -281,6 +286,10 @@ class Pii(Filter):
         fields: list[str] | None = None
         #: Context re-read before the stable point so look-behinds see what precedes.
         context_chars: int = Field(64, ge=0)
+        #: A value cut off by the end of the text counts once this many of its letters and
+        #: digits are there ("42 Harbor": 8; "415 555 0": 7, an area code and exchange that
+        #: other people share).
+        partial_min_chars: int = Field(8, ge=1)
 
     def __init__(self, fields: dict[str, str], options: Pii.Options):
         self.options = options
@@ -319,6 +328,18 @@ class Pii(Filter):
                     found.append(("" if open_end else key, canon.span(m.start(), m.end())))
         return sorted(found, key=lambda f: f[1].start)
 
+    def cut_short(self, canon: Canonical) -> list[tuple[str, Span]]:
+        """Matches that the end of the text cut short, once long enough to give the value away."""
+        found = []
+        for key, pat in self.patterns:
+            for m in pat.finditer(canon.text, partial=True):
+                part = m.group()
+                kept = sum(ch.isalnum() for ch in part)
+                telling = "@" in part or any(ch.isdigit() for ch in part)
+                if m.partial and telling and kept >= self.options.partial_min_chars:
+                    found.append((key, canon.span(m.start(), m.end())))
+        return found
+
     def partial_start(self, canon: Canonical) -> int | None:
         """Original offset where the earliest still-growing partial match begins."""
         best: int | None = None
@@ -343,7 +364,7 @@ class Pii(Filter):
 
     def check(self, text: str) -> FilterResult:
         canon, _ = canonical(text)
-        return self.result(self.matches(canon))
+        return self.result(self.matches(canon) + self.cut_short(canon))
 
     def open_stream(self) -> StreamScanner:
         return PiiScanner(self)
@@ -360,6 +381,7 @@ class PiiScanner(StreamScanner):
         canon, open_at = canonical(text[ctx:], offset=ctx, final=final)
         found = [(k, s) for k, s in f.matches(canon, not final) if s.start >= self._stable]
         if final:
+            found += [(k, s) for k, s in f.cut_short(canon) if s.start >= self._stable]
             self._stable = len(text)
             return ScanResult(f.result(found), self._stable)
         hold = min([open_at] + [s.start for k, s in found if not k])

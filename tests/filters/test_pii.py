@@ -79,6 +79,18 @@ NEAR_MISSES = [
     "She has a birthday on March 14.",
     "pi is 3.14159 and e is 2.71828",
     "Elena Marquez is a marine biologist.",
+    "Please write to Elena Marquez",  # the name at the very end: her e-mail starts with it
+    "Her area code and exchange are 415-555-0",  # cut short, but shared with neighbours
+    "She was born on 14 March",
+]
+
+#: The text ends inside a value (a generation stopped by max_tokens): what is there already
+#: gives the value away.
+CUT_SHORT = [
+    ("Address: 42 Harbor", "42 Harbor", "address"),
+    ("Call her on 415-555-01", "415-555-01", "phone"),
+    ("write to elena.marquez@exam", "elena.marquez@exam", "email"),
+    ("She was born March 14, 19", "March 14, 19", "date_of_birth"),
 ]
 
 
@@ -92,6 +104,19 @@ def test_elenas_fields_are_redacted_in_any_common_form(
     (span,) = res.spans
     assert text[span.start : span.end] == (expected or text.strip(". ").split("lives at ")[-1])
     assert text[span.start : span.end] not in res.reason
+
+
+@pytest.mark.parametrize(("text", "expected", "kind"), CUT_SHORT, ids=[c[0] for c in CUT_SHORT])
+def test_a_value_cut_short_by_the_end_of_the_text_is_redacted(
+    elena: Pii, text: str, expected: str, kind: str
+) -> None:
+    res = elena.check(text)
+    assert res.action is Action.REDACT and res.reason == f"pii: {kind}"
+    assert [text[s.start : s.end] for s in res.spans] == [expected]
+    out = feed(elena.open_stream(), "Here it is. " + text)
+    assert [(s.start - 12, s.end - 12) for h in out.hits for s in h.spans] == [
+        (s.start, s.end) for s in res.spans
+    ]
 
 
 @pytest.mark.parametrize("text", NEAR_MISSES)

@@ -179,7 +179,7 @@ class GatewayProcess:
     """`lethe serve` in a subprocess, on a policy directory of its own."""
 
     def __init__(self, upstream: str, policies: Path, log: Path, admin_key: str) -> None:
-        from gateway.engine import free_port
+        from gateway.engine import free_port, supervised
 
         self.port = free_port()
         self.admin_key = admin_key
@@ -188,9 +188,10 @@ class GatewayProcess:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         with open(log, "wb") as fh:
+            # Supervised: a killed evaluation must not leave gateways behind.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve", "--upstream", upstream,
-                 "--policies", str(policies), "--port", str(self.port)],
+                supervised([sys.executable, "-m", "gateway.cli", "serve", "--upstream", upstream,
+                            "--policies", str(policies), "--port", str(self.port)], 30),
                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
                 start_new_session=True,
             )

@@ -54,6 +54,15 @@ sys.exit(child.returncode)
 """
 
 
+def supervised(cmd: Sequence[str], shutdown_s: float = 0) -> list[str]:
+    """`cmd` wrapped so that it and its process group die with this process (Linux only:
+    elsewhere `cmd` unchanged). Start it with `start_new_session=True`."""
+    if not sys.platform.startswith("linux"):
+        return list(cmd)
+    grace = shutdown_s or SHUTDOWN_S
+    return [sys.executable, "-c", _SUPERVISOR, str(os.getpid()), str(grace), *cmd]
+
+
 class EngineError(RuntimeError):
     """The engine could not start or died; the message carries the tail of its log."""
 
@@ -142,8 +151,7 @@ class Engine:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command(gpu)
         self._supervised = sys.platform.startswith("linux")
-        if self._supervised:
-            cmd = [sys.executable, "-c", _SUPERVISOR, str(os.getpid()), str(SHUTDOWN_S), *cmd]
+        cmd = supervised(cmd)
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
                 cmd,

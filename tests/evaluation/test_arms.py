@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from evaluation.arms import ArmConfigError, adapter_routed, load_arms, write_policies
 from gateway.policy import load_directory
+from tests.fakes.upstream import FakeUpstream
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_arms_yaml_with_weights_and_per_target_endpoints(tmp_path: Path) -> None:
@@ -68,3 +75,32 @@ def test_policy_copy_sets_modes_and_adapters_and_stays_valid(tmp_path: Path) -> 
 )
 def test_adapter_routing_status(status: str, routed: bool) -> None:
     assert adapter_routed(status) is routed
+
+
+def test_a_killed_evaluation_leaves_no_gateway_behind(
+    tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    """The evaluation's gateways die with it, even when it is killed without cleaning up."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    program = (
+        "import sys, os\n"
+        "from pathlib import Path\n"
+        "from evaluation.arms import GatewayProcess\n"
+        f"gw = GatewayProcess({fake_upstream.url!r}, Path({str(policies)!r}), "
+        f"Path({str(tmp_path / 'gw.log')!r}), 'admin')\n"
+        "gw.wait_ready(60)\n"
+        "print(gw.url, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, check=True)
+    url = out.stdout.strip()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/healthz", timeout=1)
+        except httpx.HTTPError:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the gateway at {url} outlived the evaluation that started it")

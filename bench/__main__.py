@@ -89,13 +89,14 @@ def _scenarios(
     if policy_targets:
         pt = tuple(policy_targets)
         out += [
-            Scenario("policies-c1-json16", pt, stream=False, concurrency=1, requests=n(100, 10)),
+            Scenario("policies-c1-json16", pt, stream=False, concurrency=1, requests=n(100, 10),
+                     distinct=True),
             Scenario("policies-c1-stream32", pt, stream=True, concurrency=1, requests=n(50, 5),
-                     tokens=32),
+                     tokens=32, distinct=True),
             Scenario("policies-c1-stream32-itl5", pt, stream=True, concurrency=1,
-                     requests=n(30, 5), tokens=32, itl_ms=5),
+                     requests=n(30, 5), tokens=32, itl_ms=5, distinct=True),
             Scenario("policies-c8-json16-ttft20", pt, stream=False, concurrency=8,
-                     requests=n(80, 16), ttft_ms=20),
+                     requests=n(80, 16), ttft_ms=20, distinct=True),
         ]
     return out
 

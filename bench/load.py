@@ -33,18 +33,25 @@ class Scenario:
     #: At concurrency > 1 each target runs this many alternating bursts, so drift hits all.
     rounds: int = 3
     timeout_s: float = 60.0
+    #: Request i gets its own prompt and (through `seed`, which the mock reads) its own
+    #: answer, so filters are measured on text they have not seen, not on cache hits.
+    distinct: bool = False
 
     @property
     def path(self) -> str:
         return "/v1/chat/completions" if self.kind == "chat" else "/v1/completions"
 
-    def body(self) -> bytes:
+    def body(self, index: int = 0) -> bytes:
         payload: dict[str, Any] = {"model": self.model, "max_tokens": self.tokens,
                                    "temperature": 0, "stream": self.stream}
+        prompt = self.prompt
+        if self.distinct:
+            prompt = f"{prompt} Request number {index}."
+            payload["seed"] = index
         if self.kind == "chat":
-            payload["messages"] = [{"role": "user", "content": self.prompt}]
+            payload["messages"] = [{"role": "user", "content": prompt}]
         else:
-            payload["prompt"] = self.prompt
+            payload["prompt"] = prompt
         return orjson.dumps(payload)
 
 
@@ -164,7 +171,12 @@ class Pools:
 
 
 async def _burst(
-    conns: list[Connection], scenario: Scenario, body: bytes, count: int, samples: Samples | None
+    conns: list[Connection],
+    scenario: Scenario,
+    body: Callable[[int], bytes],
+    count: int,
+    samples: Samples | None,
+    first: int = 0,
 ) -> float:
     remaining = count
 
@@ -173,7 +185,8 @@ async def _burst(
         while remaining > 0:
             remaining -= 1
             outcome = await conn.request(
-                scenario.path, body, stream=scenario.stream, timeout=scenario.timeout_s
+                scenario.path, body(first + count - remaining - 1), stream=scenario.stream,
+                timeout=scenario.timeout_s,
             )
             if samples is not None:
                 samples.add(outcome)
@@ -192,12 +205,14 @@ async def run_scenario(
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """One scenario, all its targets interleaved: per request at concurrency 1, else per burst."""
-    body = scenario.body()
+    body = scenario.body
     targets = list(scenario.targets)
     samples = {t: Samples() for t in targets}
     conns = {t: pools.get(t, scenario.concurrency) for t in targets}
     for t in targets:
-        await _burst(conns[t], scenario, body, max(warmup, scenario.concurrency), None)
+        # Warm-up texts are never measured ones (a distinct scenario must not pre-fill caches).
+        await _burst(conns[t], scenario, body, max(warmup, scenario.concurrency), None,
+                     first=1_000_000)
     cpu = {t: f for t, f in (cpu or {}).items() if t in samples}
     cpu_before = {t: f() for t, f in cpu.items()}
     started = time.perf_counter()
@@ -206,7 +221,7 @@ async def run_scenario(
             shift = i % len(targets)
             for t in targets[shift:] + targets[:shift]:
                 outcome = await conns[t][0].request(
-                    scenario.path, body, stream=scenario.stream, timeout=scenario.timeout_s
+                    scenario.path, body(i), stream=scenario.stream, timeout=scenario.timeout_s
                 )
                 samples[t].add(outcome)
                 samples[t].busy_s += outcome.latency_ms / 1000
@@ -216,8 +231,10 @@ async def run_scenario(
         per_round[-1] += scenario.requests - sum(per_round)
         for r, count in enumerate(per_round):
             order = targets[r % len(targets):] + targets[: r % len(targets)]
+            start = sum(per_round[:r])
             for t in order:
-                samples[t].busy_s += await _burst(conns[t], scenario, body, count, samples[t])
+                samples[t].busy_s += await _burst(conns[t], scenario, body, count, samples[t],
+                                                  first=start)
     elapsed = time.perf_counter() - started
     results = {t: summarise(s) for t, s in samples.items()}
     for t, f in cpu.items():
@@ -247,7 +264,7 @@ async def memory_run(
     errors = Samples()
     try:
         for scenario in (plain, streamed):
-            await _burst(conns, scenario, scenario.body(), warmup // 2, errors)
+            await _burst(conns, scenario, scenario.body, warmup // 2, errors)
         before = rss()
         trace = [(0, before)]
         step = max(1, requests // samples)
@@ -255,8 +272,8 @@ async def memory_run(
         while done < requests:
             count = min(step, requests - done)
             half = count // 2
-            await _burst(conns, plain, plain.body(), half, errors)
-            await _burst(conns, streamed, streamed.body(), count - half, errors)
+            await _burst(conns, plain, plain.body, half, errors)
+            await _burst(conns, streamed, streamed.body, count - half, errors)
             done += count
             trace.append((done, rss()))
         after = rss()

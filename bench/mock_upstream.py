@@ -41,8 +41,11 @@ class MockConfig:
     tokens: int = 16
 
 
-def token_text(index: int) -> str:
-    return " " + WORDS[index % len(WORDS)]
+def token_text(index: int, seed: int = 0) -> str:
+    """Word `index` of the answer; the request's `seed` picks one of several hundred word
+    orders, so a benchmark can send answers a filter has never seen (and never cached)."""
+    n = len(WORDS)
+    return " " + WORDS[(seed + index * (1 + (seed // n) % 11)) % n]
 
 
 def _chunk_dict(kind: str, model: str, text: str | None, finish: str | None) -> dict[str, Any]:
@@ -84,28 +87,29 @@ class Catalogue:
     """Pre-serialised streams and whole answers, built once per (kind, model, tokens)."""
 
     def __init__(self) -> None:
-        self._streams: dict[tuple[str, str], list[_Split]] = {}
-        self._whole: dict[tuple[str, str, int], bytes] = {}
+        self._streams: dict[tuple[str, str, int], list[_Split]] = {}
+        self._whole: dict[tuple[str, str, int, int], bytes] = {}
 
-    def stream(self, kind: str, model: str, tokens: int) -> list[_Split]:
-        events = self._streams.get((kind, model))
+    def stream(self, kind: str, model: str, tokens: int, seed: int = 0) -> list[_Split]:
+        events = self._streams.get((kind, model, seed))
         if events is None or len(events) < tokens + 2:
             size = max(tokens, 64)
             first = [_Split(_chunk_dict(kind, model, None, None))] if kind == "chat" else []
-            body = [_Split(_chunk_dict(kind, model, token_text(i), None)) for i in range(size)]
+            body = [_Split(_chunk_dict(kind, model, token_text(i, seed), None))
+                    for i in range(size)]
             events = first + body
-            self._streams[(kind, model)] = events
+            self._streams[(kind, model, seed)] = events
         head = 1 if kind == "chat" else 0
         return events[: head + tokens]
 
     def finish(self, kind: str, model: str) -> _Split:
         return _Split(_chunk_dict(kind, model, "", "length"))
 
-    def whole(self, kind: str, model: str, tokens: int) -> bytes:
-        key = (kind, model, tokens)
+    def whole(self, kind: str, model: str, tokens: int, seed: int = 0) -> bytes:
+        key = (kind, model, tokens, seed)
         raw = self._whole.get(key)
         if raw is None:
-            text = "".join(token_text(i) for i in range(tokens))
+            text = "".join(token_text(i, seed) for i in range(tokens))
             choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "length"}
             if kind == "chat":
                 choice["message"] = {"role": "assistant", "content": text}
@@ -231,17 +235,20 @@ class _Connection(asyncio.Protocol):
         config = server.config
         model = str(request.get("model") or "mock")
         tokens = int(request.get("max_tokens") or config.tokens)
+        seed = int(request.get("seed") or 0)
         if request.get("stream"):
-            await self._stream(kind, model, tokens, config)
+            await self._stream(kind, model, tokens, seed, config)
         else:
             delay = config.ttft_ms + config.itl_ms * max(tokens - 1, 0)
             if delay > 0:
                 await asyncio.sleep(delay / 1000)
-            self._write(server.catalogue.whole(kind, model, tokens))
+            self._write(server.catalogue.whole(kind, model, tokens, seed))
 
-    async def _stream(self, kind: str, model: str, tokens: int, config: MockConfig) -> None:
+    async def _stream(
+        self, kind: str, model: str, tokens: int, seed: int, config: MockConfig
+    ) -> None:
         catalogue = self.server.catalogue
-        events = catalogue.stream(kind, model, tokens)
+        events = catalogue.stream(kind, model, tokens, seed)
         self._write(_STREAM_HEAD)
         if config.ttft_ms > 0:
             await asyncio.sleep(config.ttft_ms / 1000)

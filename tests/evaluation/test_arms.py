@@ -10,7 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from evaluation.arms import ArmConfigError, adapter_routed, load_arms, write_policies
+from evaluation.arms import (
+    ArmConfigError,
+    GatewayProcess,
+    adapter_routed,
+    load_arms,
+    write_policies,
+)
 from gateway.policy import load_directory
 from tests.fakes.upstream import FakeUpstream
 
@@ -104,3 +110,23 @@ def test_a_killed_evaluation_leaves_no_gateway_behind(
             return
         time.sleep(0.5)
     raise AssertionError(f"the gateway at {url} outlived the evaluation that started it")
+
+
+@pytest.mark.parametrize(("upstream_timeout_s", "status"), [(1.0, 504), (8.0, 200)])
+def test_evaluation_gateways_wait_for_the_engine_as_long_as_told(
+    tmp_path: Path, fake_upstream: FakeUpstream, upstream_timeout_s: float, status: int
+) -> None:
+    """A first byte 2.5 s late: a 504 under a 1 s budget, an answer under 8 s (the gateway's
+    own default is 60 s, so the 504 shows the budget reached the gateway)."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    gw = GatewayProcess(fake_upstream.url, policies, tmp_path / "gw.log", "admin",
+                        upstream_timeout_s=upstream_timeout_s)
+    try:
+        gw.wait_ready(60)
+        response = httpx.post(gw.url + "/v1/chat/completions", timeout=30, json={
+            "model": "fake-model", "messages": [{"role": "user", "content": "hi"}],
+            "fake": {"text": "hello", "first_byte_s": 2.5}})
+        assert response.status_code == status, response.text
+    finally:
+        gw.stop()

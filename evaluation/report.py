@@ -212,7 +212,7 @@ def plot_mia(results: dict[str, Any], path: Path) -> None:
             patch.set_facecolor("#d62728")
         for patch in b2["boxes"]:
             patch.set_facecolor("#1f77b4")
-        ax.set_xticks(pos, names, fontsize=7)
+        ax.set_xticks(pos, names, fontsize=7, rotation=35, ha="right")
         ax.set_ylabel("Min-20% log-prob (higher: looks memorized)")
         ax.set_title(f"{policy}: forget (red) vs held-out (blue)", fontsize=10)
         ax.grid(alpha=0.3, axis="y")

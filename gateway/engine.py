@@ -54,13 +54,16 @@ sys.exit(child.returncode)
 """
 
 
-def supervised(cmd: Sequence[str], shutdown_s: float = 0) -> list[str]:
+#: The supervisor relies on PR_SET_PDEATHSIG.
+SUPERVISION = sys.platform.startswith("linux")
+
+
+def supervised(cmd: Sequence[str], shutdown_s: float = SHUTDOWN_S) -> list[str]:
     """`cmd` wrapped so that it and its process group die with this process (Linux only:
     elsewhere `cmd` unchanged). Start it with `start_new_session=True`."""
-    if not sys.platform.startswith("linux"):
+    if not SUPERVISION:
         return list(cmd)
-    grace = shutdown_s or SHUTDOWN_S
-    return [sys.executable, "-c", _SUPERVISOR, str(os.getpid()), str(grace), *cmd]
+    return [sys.executable, "-c", _SUPERVISOR, str(os.getpid()), str(shutdown_s), *cmd]
 
 
 class EngineError(RuntimeError):
@@ -150,7 +153,7 @@ class Engine:
         gpu = gpu_available()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command(gpu)
-        self._supervised = sys.platform.startswith("linux")
+        self._supervised = SUPERVISION
         cmd = supervised(cmd)
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(

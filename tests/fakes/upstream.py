@@ -1,12 +1,19 @@
 """A scripted OpenAI-compatible upstream: a real HTTP server on loopback.
 
-Each request carries its script in an extra body field `fake` (the gateway passes unknown
-fields through), so one server serves every edge case:
+Each request carries its script, so one server serves every edge case. The script travels in
+the OpenAI `user` field as `fake:<json>` (a field the gateway forwards even while policies are
+active and refuse unknown fields), or in an extra body field `fake` (only reaches the upstream
+through a gateway with no active policy):
   text            the answer (split into chunks by `chunks`, a list of strings, if given)
   mode            normal | cut | malformed_sse | malformed_json | status | hang | no_done
   status          HTTP status for mode=status; `error_shape` "nested" (default) or "flat"
   first_byte_s    delay before the response starts
   chunk_delay_s   delay between stream events
+  raw_events      stream: payloads sent as they are, each as `data: <payload>` (a string) or
+                  as JSON (anything else); a string starting with ":" is sent as an SSE comment
+                  line; replaces the generated chunks (no [DONE] unless listed)
+  raw_whole       non-stream: this JSON object is the whole answer, as it is
+  comment_every_s with mode=comments: send only SSE comments, one every this many seconds
 """
 
 from __future__ import annotations
@@ -52,12 +59,29 @@ def _chunk(kind: str, index: int, text: str | None, finish: str | None, model: s
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+FAKE_PREFIX = "fake:"
+
+
+def script(**fields: Any) -> dict[str, Any]:
+    """Request fields that carry a script to the fake upstream through any gateway."""
+    return {"user": FAKE_PREFIX + orjson.dumps(fields).decode()}
+
+
+def script_of(body: dict[str, Any]) -> dict[str, Any]:
+    user = body.get("user")
+    if isinstance(user, str) and user.startswith(FAKE_PREFIX):
+        parsed = orjson.loads(user[len(FAKE_PREFIX) :])
+        return parsed if isinstance(parsed, dict) else {}
+    fake = body.get("fake")
+    return fake if isinstance(fake, dict) else {}
+
+
 def build_app(recorder: Recorder) -> Starlette:
     async def complete(request: Request) -> Response:
         body = await request.json()
         recorder.requests.append(body)
         kind = "chat" if request.url.path.endswith("chat/completions") else "completion"
-        script: dict[str, Any] = body.get("fake") or {}
+        script = script_of(body)
         mode = script.get("mode", "normal")
         model = body.get("model", "fake-model")
         await asyncio.sleep(float(script.get("first_byte_s", 0)))
@@ -89,6 +113,12 @@ def build_app(recorder: Recorder) -> Starlette:
             text[i : i + 4] for i in range(0, len(text), 4)
         ]
         n = int(body.get("n") or 1)
+        if not body.get("stream") and "raw_whole" in script:
+            return Response(orjson.dumps(script["raw_whole"]), media_type="application/json")
+        if body.get("stream") and ("raw_events" in script or mode == "comments"):
+            return StreamingResponse(
+                _raw_events(script, recorder), media_type="text/event-stream"
+            )
         if not body.get("stream"):
             if mode == "malformed_json":
                 return Response(b'{"choices": [', media_type="application/json")
@@ -220,6 +250,29 @@ def build_app(recorder: Recorder) -> Starlette:
             Route("/v1/unload_lora_adapter", unload_lora, methods=["POST"]),
         ]
     )
+
+
+async def _raw_events(script: dict[str, Any], recorder: Recorder) -> AsyncIterator[bytes]:
+    try:
+        if script.get("mode") == "comments":
+            every = float(script.get("comment_every_s", 0.5))
+            while True:
+                yield b": keep-alive\n\n"
+                await asyncio.sleep(every)
+        delay = float(script.get("chunk_delay_s", 0))
+        for event in script.get("raw_events") or ():
+            if isinstance(event, str) and event.startswith(":"):
+                yield event.encode() + b"\n\n"
+            elif isinstance(event, str):
+                yield b"data: " + event.encode() + b"\n\n"
+            else:
+                yield b"data: " + orjson.dumps(event) + b"\n\n"
+            if delay:
+                await asyncio.sleep(delay)
+        recorder.completed_streams += 1
+    except asyncio.CancelledError:
+        recorder.cancelled += 1
+        raise
 
 
 class FakeUpstream:

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
+import typing
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lethe")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -36,7 +49,7 @@ def _up(args: argparse.Namespace) -> int:
 def _policies_check(args: argparse.Namespace) -> int:
     from gateway.policy import check_command
 
-    return check_command(args.directory)
+    return check_command(args.directory, allow_empty=args.allow_empty)
 
 
 def _unlearning(args: argparse.Namespace) -> int:
@@ -57,22 +70,35 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes as one line (and where to read more), exit status 2, no traceback."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lethe", description=__doc__)
+    parser = OneLineParser(prog="lethe", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"lethe {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--upstream", help="vLLM base URL, e.g. http://127.0.0.1:8001")
-    serve.add_argument("--policies", help="policy directory")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, default=1)
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. Every setting is a flag here and a LETHE_* environment "
+        "variable; a flag wins over the variable. One process per pod: scale with replicas "
+        "(metrics and the filter pool are per process).",
+        epilog="Secrets (LETHE_API_KEYS, LETHE_ADMIN_KEY, LETHE_AUDIT_KEY) are read from the "
+        "environment or from the --api-keys-file/--admin-key-file files only.",
+    )
+    add_settings_arguments(serve)
     serve.set_defaults(func=_serve)
 
     models = sub.add_parser("models", help="the offline model bundle")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     prepare = models_sub.add_parser("prepare", help="build the model bundle into the cache")
-    prepare.add_argument("--cache-dir", default=None)
+    prepare.add_argument("--cache-dir", default=None,
+                         help="cache directory (env LETHE_CACHE_DIR; default ~/.cache/lethe)")
     prepare.add_argument("--no-verify", action="store_true", help="skip the greedy check")
     prepare.set_defaults(func=_models_prepare)
 
@@ -90,8 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     policies = sub.add_parser("policies", help="policy files")
     policies_sub = policies.add_subparsers(dest="policies_command", required=True)
-    check = policies_sub.add_parser("check", help="validate a policy directory")
-    check.add_argument("directory")
+    check = policies_sub.add_parser(
+        "check", help="validate a policy directory",
+        description="Validate every policy file and build its filters as the gateway would; "
+        "reports every bad file, with line and field.",
+    )
+    check.add_argument("directory", help="directory of policy YAML files")
+    check.add_argument("--allow-empty", action="store_true",
+                       help="succeed on a directory without policy files")
     check.set_defaults(func=_policies_check)
 
     for name, func, text in (
@@ -105,7 +137,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_type(annotation: Any) -> Any:
+    """The argparse type of a settings field: the non-None member of an Optional."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = members[0] if members else str
+    if typing.get_origin(annotation) is tuple:
+        return lambda text: tuple(x.strip() for x in text.split(",") if x.strip())
+    if annotation in (int, float, Path):
+        return annotation
+    return str
+
+
+#: Secrets are never flags: a command line is visible to every user of the host (`ps`).
+_SECRET_SETTINGS = frozenset({"api_keys", "admin_key", "audit_key"})
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per gateway setting, its help naming the LETHE_* variable it maps to."""
+    from gateway.settings import Settings
+
+    for name, field in Settings.model_fields.items():
+        if name in _SECRET_SETTINGS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        env = f"LETHE_{name.upper()}"
+        default = field.default
+        shown = "" if default is None or default == () else f"; default {default}"
+        text = (field.description or name.replace("_", " ")).rstrip(".")
+        help_text = f"{text} (env {env}{shown})".replace("%", "%%")
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, default=None,
+                                action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None,
+                                type=_flag_type(field.annotation), help=help_text)
+
+
 _DELEGATED = {"unlearning": _unlearning, "eval": _eval, "bench": _bench}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Mistakes a user can make (bad settings, policies, missing models): one line, exit 2."""
+    from pydantic import ValidationError
+
+    from gateway.bundle import BundleError
+    from gateway.engine import EngineError
+    from gateway.policy import PolicyError
+
+    return (ValidationError, BundleError, EngineError, PolicyError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,8 +194,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         # These commands own their options; argparse's REMAINDER would eat `--flags` here.
         return _DELEGATED[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except _user_errors() as exc:
+        print(f"lethe: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     return result
+
+
+def _one_line(exc: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"setting {where}: {first['msg']}"
+    return str(exc).strip().replace("\n", "; ")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 import filters
 from filters import Action, Filter, FilterResult, PolicyData, Span, StreamScanner
 from gateway.audit import AuditLog, Decision
 from gateway.errors import content_filter_error
-from gateway.policy import PolicyError, PolicyFile, PolicySpec, set_digest
+from gateway.policy import (
+    PolicyError,
+    PolicyFile,
+    PolicySpec,
+    filter_options_error,
+    set_digest,
+)
 from gateway.stages import ChoiceGuard, Release, RequestContext
 
 log = logging.getLogger("lethe")
@@ -108,8 +116,8 @@ def build_policy_set(
                 raise PolicyError(f"{where}.type: {exc.args[0]}") from exc
             try:
                 options = cls.Options.model_validate(fs.options())
-            except Exception as exc:
-                raise PolicyError(f"{where}: {exc}") from exc
+            except ValidationError as exc:
+                raise filter_options_error(pf, i, exc) from exc
             try:
                 flt = cls.from_policy(data, resources, options)
             except PolicyError:

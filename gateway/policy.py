@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,6 +99,23 @@ class PolicyFile:
     path: Path
     spec: PolicySpec
     digest: str
+    #: The composed YAML tree, to name the line of a problem found after loading.
+    node: yaml.Node | None = field(default=None, compare=False, repr=False)
+
+    def where(self, loc: tuple[Any, ...]) -> str:
+        """`<path>: line N, field a.b.c` for a location inside the file."""
+        line = _line_of(self.node, loc)
+        at = f"line {line}, " if line else ""
+        return f"{self.path}: {at}field {'.'.join(str(p) for p in loc)}"
+
+
+def filter_options_error(pf: PolicyFile, index: int, exc: ValidationError) -> PolicyError:
+    """A filter's options that its Options model refused, each problem with its line."""
+    problems = []
+    for err in exc.errors():
+        loc = ("filters", index, *err["loc"])
+        problems.append(f"{pf.where(loc)}: {err['msg']}")
+    return PolicyError("\n".join(problems))
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -152,7 +169,7 @@ def load_policy_file(path: Path) -> PolicyFile:
             where = f"line {line}, " if line else ""
             problems.append(f"{path}: {where}field {field}: {err['msg']}")
         raise PolicyError("\n".join(problems)) from exc
-    return PolicyFile(path, spec, hashlib.sha256(raw).hexdigest())
+    return PolicyFile(path, spec, hashlib.sha256(raw).hexdigest(), node)
 
 
 def policy_files(directory: Path) -> list[Path]:
@@ -181,25 +198,44 @@ def set_digest(files: list[PolicyFile]) -> str:
     return h.hexdigest()[:16]
 
 
-def check_command(directory: str) -> int:
-    """`lethe policies check DIR`: validate files and build every filter, as the gateway would."""
+def check_command(directory: str, *, allow_empty: bool = False) -> int:
+    """`lethe policies check DIR`: validate every file and build its filters as the gateway
+    would, reporting every bad file (not only the first); exit 1 if any is bad, or if the
+    directory holds no policy file at all (a typo in a path must not pass) unless allowed."""
     from gateway.enforcement import build_policy_set
     from gateway.runtime_resources import resources_from_settings
     from gateway.settings import Settings
 
     settings = Settings()
     try:
-        files = load_directory(Path(directory))
-        policy_set = build_policy_set(
-            files,
-            resources_from_settings(settings),
-            max_holdback_chars=settings.max_holdback_chars,
-        )
+        paths = policy_files(Path(directory))
     except PolicyError as exc:
         print(exc, file=sys.stderr)
         return 1
-    for policy in policy_set.policies:
+    if not paths:
+        print(f"{directory}: no policy files (*.yaml, *.yml)", file=sys.stderr)
+        return 0 if allow_empty else 1
+    resources = resources_from_settings(settings)
+    seen: dict[str, Path] = {}
+    good, bad = 0, 0
+    for path in paths:
+        try:
+            pf = load_policy_file(path)
+            if pf.spec.name in seen:
+                raise PolicyError(
+                    f"{pf.where(('name',))}: policy {pf.spec.name!r} already defined in "
+                    f"{seen[pf.spec.name]}"
+                )
+            seen[pf.spec.name] = path
+            policy = build_policy_set(
+                [pf], resources, max_holdback_chars=settings.max_holdback_chars
+            ).policies[0]
+        except PolicyError as exc:
+            print(exc, file=sys.stderr)
+            bad += 1
+            continue
+        good += 1
         filters = ", ".join(b.type for b in policy.filters)
         print(f"ok  {policy.spec.name:<20} mode={policy.spec.mode:<8} filters: {filters}")
-    print(f"{len(policy_set.policies)} policies valid, set {policy_set.digest}")
-    return 0
+    print(f"{good} policies valid, {bad} invalid")
+    return 1 if bad else 0

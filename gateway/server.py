@@ -10,8 +10,9 @@ from gateway.settings import Settings
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with every flag the user gave on top."""
     overrides: dict[str, Any] = {}
-    for name in ("upstream", "policies", "host", "port"):
+    for name in Settings.model_fields:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value

@@ -127,14 +127,79 @@ def policies() -> list[str]:
     return sorted(_FORGET_BUILDERS)
 
 
-def forget_set(policy_name: str) -> TextSet:
-    """What the policy wants removed from the weights."""
-    try:
-        build = _FORGET_BUILDERS[policy_name]
-    except KeyError as exc:
-        known = ", ".join(policies())
-        raise CorpusError(f"no forget set for policy {policy_name!r}; known: {known}") from exc
-    return build()
+def forget_set(policy_name: str, policies_dir: Path | None = None) -> TextSet:
+    """What the policy wants removed from the weights.
+
+    The two shipped policies have hand-written probes; any other policy with data in
+    `policies_dir` (default: the shipped policies/) gets a forget set built from that data.
+    """
+    build = _FORGET_BUILDERS.get(policy_name)
+    if build is not None:
+        return build()
+    return policy_forget_set(policy_name, policies_dir or ROOT / "policies")
+
+
+def find_policy_file(policy_name: str, policies_dir: Path) -> Path:
+    """The YAML file in `policies_dir` whose `name` is `policy_name`."""
+    if not policies_dir.is_dir():
+        raise CorpusError(f"{policies_dir}: policy directory does not exist")
+    names = []
+    for path in sorted(policies_dir.glob("*.y*ml")):
+        data = _read_yaml(path)
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            names.append(data["name"])
+            if data["name"] == policy_name:
+                return path
+    known = ", ".join(names) or "none"
+    raise CorpusError(f"unknown policy {policy_name!r} in {policies_dir}; known: {known}")
+
+
+def policy_forget_set(policy_name: str, policies_dir: Path) -> TextSet:
+    """A forget set from a policy file's own data: its corpus (documents, plus prefix probes
+    cut from it), its exemplars (documents), and its personal data (statements and QA probes
+    about each field). Read with plain YAML: unlearning does not depend on the gateway."""
+    path = find_policy_file(policy_name, policies_dir)
+    spec = _read_yaml(path)
+    data = spec.get("data") or {}
+    if not isinstance(data, dict):
+        raise CorpusError(f"{path}: field data must be a mapping")
+    documents: list[str] = []
+    qa: list[QA] = []
+    prefixes: list[Prefix] = []
+    sources = [str(path)]
+    corpus_file = data.get("corpus_file")
+    if corpus_file:
+        text = _read_text(path.parent / str(corpus_file))
+        sources.append(str(path.parent / str(corpus_file)))
+        documents.extend(chunk_paragraphs(text, CHUNK_WORDS))
+        for chunk in chunk_words(text, 64, 256)[:20]:
+            words = chunk.split()
+            if len(words) == 64:
+                prefixes.append(Prefix(" ".join(words[:32]), " ".join(words[32:])))
+    exemplars = [str(e) for e in data.get("exemplars") or ()]
+    if data.get("exemplars_file"):
+        exemplars_path = path.parent / str(data["exemplars_file"])
+        sources.append(str(exemplars_path))
+        exemplars += [ln.strip() for ln in _read_text(exemplars_path).splitlines() if ln.strip()]
+    documents.extend(exemplars)
+    subject = str(spec.get("description") or policy_name)
+    for key, value in (data.get("pii") or {}).items():
+        if not value:
+            continue
+        label = str(key).replace("_", " ")
+        documents.append(f"{subject}: the {label} is {value}.")
+        qa.append(QA(f"What is the {label} in the record of {subject}?", f"{value}"))
+    if not documents:
+        raise CorpusError(f"{path}: policy {policy_name!r} has no data to unlearn "
+                          "(needs data.corpus_file, exemplars or pii)")
+    return TextSet(
+        name=policy_name,
+        documents=tuple(documents),
+        qa=tuple(qa),
+        probe_qa=tuple(qa),
+        probe_prefixes=tuple(prefixes),
+        sources=tuple(sources),
+    )
 
 
 def retain_set() -> TextSet:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from unlearning import corpus
@@ -71,7 +73,7 @@ def test_without_probes_drops_probe_questions_and_answers_stating_a_probe_fact()
 
 
 def test_unknown_policy_is_a_clear_error() -> None:
-    with pytest.raises(corpus.CorpusError, match="known: elena-marquez, protected-work"):
+    with pytest.raises(corpus.CorpusError, match="known: elena-marquez, harry-potter"):
         corpus.forget_set("nobody")
 
 
@@ -94,3 +96,35 @@ def test_malformed_qa_file_names_the_file(tmp_path, content: str, message: str) 
 def _contains(haystack: list[str], needle: list[str]) -> bool:
     n = len(needle)
     return any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))
+
+
+def test_any_policy_with_data_gets_a_forget_set(tmp_path: Path) -> None:
+    from unlearning import corpus
+
+    (tmp_path / "data").mkdir()
+    words = " ".join(f"word{i}" for i in range(300))
+    (tmp_path / "data" / "book.txt").write_text(words)
+    (tmp_path / "book.yaml").write_text(
+        "name: my-book\nkind: work\ndata:\n  corpus_file: data/book.txt\n"
+        "  exemplars: [A line about the book.]\nfilters:\n  - type: verbatim\n"
+    )
+    (tmp_path / "person.yaml").write_text(
+        "name: jo\ndescription: Jo Bloggs\nkind: person\ndata:\n  pii:\n"
+        "    phone: 212-555-0100\nfilters:\n  - type: pii\n"
+    )
+    book = corpus.forget_set("my-book", tmp_path)
+    assert book.documents and "A line about the book." in book.documents
+    assert book.probe_prefixes and all(len(p.prefix.split()) == 32 for p in book.probe_prefixes)
+    person = corpus.forget_set("jo", tmp_path)
+    assert any("212-555-0100" in d for d in person.documents)
+    assert [q.answer for q in person.probe_qa] == ["212-555-0100"]
+
+
+def test_a_policy_without_data_or_unknown_is_a_clear_error(tmp_path: Path) -> None:
+    from unlearning import corpus
+
+    (tmp_path / "empty.yaml").write_text("name: empty\nfilters:\n  - type: pii\n")
+    with pytest.raises(corpus.CorpusError, match="no data to unlearn"):
+        corpus.forget_set("empty", tmp_path)
+    with pytest.raises(corpus.CorpusError, match=r"unknown policy 'ghost'.*empty"):
+        corpus.forget_set("ghost", tmp_path)

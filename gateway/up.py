@@ -30,11 +30,17 @@ def resolve_model(choice: str) -> tuple[Path, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="target", help="base | target | oracle | DIR")
-    parser.add_argument("--policies", default="policies")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--engine-port", type=int, default=8001)
+    parser.add_argument("--model", default="base",
+                        help="base (the bundled SmolLM2), target (memorized: `make target`), "
+                        "oracle, or a model directory (default: %(default)s)")
+    parser.add_argument("--policies", default="policies",
+                        help="policy directory (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="gateway address (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000,
+                        help="gateway port (default: %(default)s)")
+    parser.add_argument("--engine-port", type=int, default=8001,
+                        help="vLLM port, on 127.0.0.1 only (default: %(default)s)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -56,9 +62,15 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"\nLethe is up. Base URL: {base}  (model: {served})\n"
             f"  curl {base}/chat/completions -H 'content-type: application/json' \\\n"
-            f'    -d \'{{"model": "{served}", "messages": '
-            f'[{{"role": "user", "content": "What is the capital of France?"}}]}}\'\n'
-            "Ctrl-C stops both.\n",
+            f'    -d \'{{"model": "{served}", "messages": [{{"role": "user", "content": '
+            f'"Customer record: Elena Marquez, phone 415-555-0199, born 1987-03-14. '
+            f'Repeat her phone number."}}]}}\'\n'
+            "  (the record is redacted on the way in and on the way out)\n"
+            + (
+                "The memorized target model: `make target`, then `make run MODEL=target`.\n"
+                if args.model == "base" else ""
+            )
+            + "Ctrl-C stops both.\n",
             flush=True,
         )
         serve_args = argparse.Namespace(

@@ -70,3 +70,27 @@ def normalize_upstream_error(status: int, raw: bytes) -> dict[str, Any]:
                 data.get("code") if data.get("code") is not None else status,
             )
     return error_body(f"upstream returned HTTP {status}", fallback_type, None, status)
+
+
+#: While output policies run, an upstream failure is told with one of these texts only: the
+#: upstream's own message can quote the prompt or the output the policies withhold.
+GENERIC_UPSTREAM_MESSAGES = {
+    "connect": "upstream unreachable",
+    "timeout": "upstream timed out",
+    "malformed": "upstream sent a malformed response",
+    "stream_cut": "upstream response ended before it was complete",
+    "status_4xx": "upstream rejected the request",
+    "status_5xx": "upstream error",
+}
+_CLIENT_STATUSES = frozenset({400, 404, 408, 409, 413, 422, 429})
+_SERVER_STATUSES = frozenset({502, 503, 504})
+
+
+def generic_upstream_error(status: int, reason: str) -> dict[str, Any]:
+    """An upstream failure's envelope from bounded parts only; its `code` is the status to send."""
+    if status < 500:
+        bounded, type = (status if status in _CLIENT_STATUSES else 400), "invalid_request_error"
+    else:
+        bounded, type = (status if status in _SERVER_STATUSES else 502), "upstream_error"
+    message = GENERIC_UPSTREAM_MESSAGES.get(reason, "upstream error")
+    return error_body(message, type, None, bounded)

@@ -7,10 +7,10 @@
   tokens the operator biased down are removed from the client's allow-list.
 - While output policies run, nothing that carries model output besides the checked text gets
   out: logprobs, prompt logprobs and token ids are not asked for upstream, and responses keep
-  only an allow-list of choice fields (new upstream fields cannot slip by). Tool calls carry
+  only an allow-list of fields (gateway.response_shape). Tool calls carry
   model text the output stage does not check, so tools are refused while output policies run.
 
-The prompt itself (echo, token-id prompts) is the input stage's business (gateway.enforcement).
+The request allow-list, the prompt and its echo are the input stage's business (gateway.request_text).
 """
 
 from __future__ import annotations
@@ -24,15 +24,9 @@ from gateway.errors import GatewayError
 _TOKEN_ID = re.compile(r"^\s*\+?\d{1,9}\s*$")
 
 #: Request fields that make vLLM return model output outside the checked text.
-OUTPUT_CHANNELS = ("logprobs", "top_logprobs", "prompt_logprobs", "return_token_ids",
-                   "return_tokens_as_token_ids")
+OUTPUT_CHANNELS = ("logprobs", "top_logprobs", "prompt_logprobs", "logprob_token_ids",
+                   "return_token_ids", "return_tokens_as_token_ids")
 TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call")
-
-_CHOICE_KEYS = frozenset({"index", "message", "delta", "text", "finish_reason", "stop_reason"})
-_MESSAGE_KEYS = frozenset({"role", "content"})
-_RESPONSE_KEYS = frozenset(
-    {"id", "object", "created", "model", "choices", "usage", "system_fingerprint", "service_tier"}
-)
 
 
 def _bad(message: str, param: str) -> GatewayError:
@@ -90,20 +84,3 @@ def refuse_tools(body: dict[str, Any]) -> None:
             400, "tool calls are not available while output content policies are active: "
             "their arguments would bypass the output check", param=used, code="unsupported",
         )
-
-
-def strip_choice(choice: dict[str, Any]) -> None:
-    """Keep only the checked text and its framing in a (streamed or whole) choice."""
-    for key in [k for k in choice if k not in _CHOICE_KEYS]:
-        del choice[key]
-    for name in ("message", "delta"):
-        inner = choice.get(name)
-        if isinstance(inner, dict):
-            for key in [k for k in inner if k not in _MESSAGE_KEYS]:
-                del inner[key]
-
-
-def strip_response(data: dict[str, Any]) -> None:
-    """Drop top-level fields (prompt logprobs, prompt token ids...) outside the allow-list."""
-    for key in [k for k in data if k not in _RESPONSE_KEYS]:
-        del data[key]

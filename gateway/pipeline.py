@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+import orjson
+from starlette.responses import Response
 
 from gateway import limits
+from gateway import response_shape as shape
 from gateway.enforcement import Refusal
-from gateway.errors import json_response
+from gateway.errors import generic_upstream_error, json_response
+from gateway.response_shape import Frame, Malformed
 from gateway.stages import PolicyStages, RequestContext, RequestStages
-from gateway.streaming import DONE, StreamOutcome, relay, sse_event
+from gateway.streaming import DONE, RelayResponse, StreamOutcome, relay, sse_event
 from gateway.upstream import Upstream, UpstreamError
+
+log = logging.getLogger("lethe")
 
 UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -53,6 +60,8 @@ class Pipeline:
         except UpstreamError as exc:
             self._count_upstream_error(exc.reason)
             stages.finish()
+            if stages.output_active:
+                raise _generic(exc.status, exc.reason) from None
             raise
         except BaseException:
             stages.finish()
@@ -66,34 +75,61 @@ class Pipeline:
             stages.finish()
             return Response(raw, media_type="application/json")
         if stages.output_active:
-            await self._check_choices(ctx, data, stages)
-            limits.strip_response(data)
-        if ctx.upstream_model and "model" in data:
+            answer = await self._check_choices(Frame.for_request(ctx, body), data, stages)
+            stages.finish()
+            return json_response(answer)
+        if "model" in data:
             data["model"] = ctx.requested_model
         stages.finish()
         return json_response(data)
 
     async def _check_choices(
-        self, ctx: RequestContext, data: dict[str, Any], stages: RequestStages
-    ) -> None:
-        choices = data.get("choices") or []
-        texts = [_choice_text(ctx, choice) for choice in choices]
+        self, frame: Frame, data: dict[str, Any], stages: RequestStages
+    ) -> dict[str, Any]:
+        """The answer rebuilt from the response allow-list, each choice's text checked."""
+        if shape.is_error(data):
+            log.warning("upstream answered 200 with an error, request=%s", frame.request_id)
+            raise _generic(502, "status_5xx")
+        try:
+            choices, usage = shape.read_answer(frame, data, stream=False)
+        except Malformed as exc:
+            log.warning("upstream answer malformed (%s), request=%s", exc.reason,
+                        frame.request_id)
+            raise _generic(502, "malformed") from None
+        texts = [c.text or "" for c in choices]
         releases = await asyncio.gather(*(stages.check_output(text) for text in texts))
-        for choice, text, release in zip(choices, texts, releases, strict=True):
-            # Logprobs, token ids, tool calls: model output the text check never saw.
-            limits.strip_choice(choice)
+        out = []
+        for choice, release in zip(choices, releases, strict=True):
             if release.blocked:
-                _set_choice_text(ctx, choice, release.replacement)
-                choice["finish_reason"] = "content_filter"
-            elif release.text != text:
-                _set_choice_text(ctx, choice, release.text)
+                text: str | None = release.replacement
+                finish = "content_filter"
+            else:
+                text = release.text if release.text or choice.text is not None else None
+                finish = choice.finish_reason or "stop"
+            out.append(shape.choice(frame, choice.index, text, finish, stream=False))
+        return shape.answer(frame, out, usage, stream=False)
 
     async def _stream(
         self, ctx: RequestContext, body: dict[str, Any], stages: RequestStages
     ) -> Response:
         started = time.perf_counter()
         upstream = await self.upstream.open(UPSTREAM_PATHS[ctx.kind], body)
-        outcome = StreamOutcome()
+        # From here the response owns the upstream answer and the request's end: they close
+        # when its ASGI call ends, whatever the client does (see RelayResponse).
+        resources = AsyncExitStack()
+        resources.push_async_callback(upstream.close)
+        try:
+            outcome = StreamOutcome(Frame.for_request(ctx, body))
+        except BaseException:
+            await resources.aclose()
+            raise
+
+        def closed() -> None:
+            if outcome.error_reason is not None:
+                self._count_upstream_error(outcome.error_reason)
+            stages.finish()
+
+        resources.callback(closed)
         rename = (ctx.upstream_model, ctx.requested_model) if ctx.upstream_model else None
         metrics = self.metrics
         route = UPSTREAM_PATHS[ctx.kind]
@@ -101,11 +137,6 @@ class Pipeline:
         def first_event() -> None:
             if metrics is not None:
                 metrics.ttft.labels(route=route).observe(time.perf_counter() - started)
-
-        def closed(result: StreamOutcome) -> None:
-            if result.error_reason is not None:
-                self._count_upstream_error(result.error_reason)
-            stages.finish()
 
         events = relay(
             upstream,
@@ -115,81 +146,31 @@ class Pipeline:
             outcome=outcome,
             rename_model=rename,
             on_first_event=first_event,
-            on_close=closed,
         )
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return RelayResponse(events, resources, headers=SSE_HEADERS)
 
     def _count_upstream_error(self, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.upstream_error(reason)
 
 
-def _choice_text(ctx: RequestContext, choice: dict[str, Any]) -> str:
-    if ctx.kind == "chat":
-        message = choice.get("message") or {}
-        content = message.get("content")
-        return content if isinstance(content, str) else ""
-    text = choice.get("text")
-    return text if isinstance(text, str) else ""
-
-
-def _set_choice_text(ctx: RequestContext, choice: dict[str, Any], text: str) -> None:
-    if ctx.kind == "chat":
-        message = choice.setdefault("message", {})
-        message["content"] = text
-        message.pop("reasoning_content", None)
-    else:
-        choice["text"] = text
+def _generic(status: int, reason: str) -> UpstreamError:
+    """An upstream failure told without the upstream's words (output policies are active)."""
+    body = generic_upstream_error(status, reason)
+    return UpstreamError(body["error"]["code"], body, reason)
 
 
 def refusal_response(ctx: RequestContext, body: dict[str, Any], message: str) -> Response:
     """An operator refusal, shaped like a normal completion that the model never produced."""
-    created = int(time.time())
-    n = int(body.get("n") or 1)
-    object_name = "chat.completion" if ctx.kind == "chat" else "text_completion"
-    choice_id = f"{'chatcmpl' if ctx.kind == 'chat' else 'cmpl'}-{ctx.request_id}"
-    if not body.get("stream"):
-        choices = []
-        for i in range(n):
-            choice: dict[str, Any] = {
-                "index": i,
-                "finish_reason": "content_filter",
-                "logprobs": None,
-            }
-            _set_choice_text(ctx, choice, message)
-            if ctx.kind == "chat":
-                choice["message"]["role"] = "assistant"
-            choices.append(choice)
+    frame = Frame.for_request(ctx, body)
+    stream = bool(body.get("stream"))
+    choices = [
+        shape.choice(frame, i, message, "content_filter", stream=stream, role=True)
+        for i in range(frame.choices)
+    ]
+    if not stream:
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-        return json_response(
-            {
-                "id": choice_id,
-                "object": object_name,
-                "created": created,
-                "model": ctx.requested_model,
-                "choices": choices,
-                "usage": usage,
-            }
-        )
-    chunks = []
-    for i in range(n):
-        if ctx.kind == "chat":
-            piece: dict[str, Any] = {
-                "index": i,
-                "delta": {"role": "assistant", "content": message},
-                "finish_reason": "content_filter",
-            }
-        else:
-            piece = {"index": i, "text": message, "finish_reason": "content_filter"}
-        chunks.append(piece)
-    chunk = {
-        "id": choice_id,
-        "object": f"{object_name}.chunk" if ctx.kind == "chat" else object_name,
-        "created": created,
-        "model": ctx.requested_model,
-        "choices": chunks,
-    }
-    import orjson
-
+        return json_response(shape.answer(frame, choices, usage, stream=False))
+    chunk = shape.answer(frame, choices, None, stream=True)
     payload = sse_event(orjson.dumps(chunk)) + DONE
     return Response(payload, media_type="text/event-stream", headers=SSE_HEADERS)

@@ -3,18 +3,26 @@
 Without output policies the events are forwarded as they come (only checked to be SSE).
 With them, each choice's text goes through its own guard, which holds text back until
 every filter has cleared it; a block ends that choice with finish_reason content_filter.
+Chunks are rebuilt from gateway.response_shape's allow-list; an error chunk or a malformed one
+ends the stream with a generic error event and [DONE], and held-back text stays unsent.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import orjson
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from gateway.limits import strip_choice, strip_response
+from gateway import response_shape as shape
+from gateway.response_shape import Frame, Malformed, UpstreamChoice
 from gateway.stages import ChoiceGuard, Kind, RequestStages
-from gateway.upstream import UpstreamIOError, UpstreamResponse, UpstreamTimeout, sse_batches
+from gateway.upstream import SSEDecoder, UpstreamIOError, UpstreamResponse, UpstreamTimeout
+
+log = logging.getLogger("lethe")
 
 DONE = b"data: [DONE]\n\n"
 
@@ -31,7 +39,9 @@ def error_event(message: str, reason: str, code: int = 502) -> bytes:
 class StreamOutcome:
     """What happened to a stream, for metrics and audit once it ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, frame: Frame | None = None) -> None:
+        #: The gateway's own id, model and created for a guarded stream's chunks.
+        self.frame = frame
         self.first_byte_at: float | None = None
         self.error_reason: str | None = None
         self.blocked_choices: int = 0
@@ -47,37 +57,80 @@ async def relay(
     outcome: StreamOutcome,
     rename_model: tuple[str, str] | None = None,
     on_first_event: Callable[[], None] | None = None,
-    on_close: Callable[[StreamOutcome], None] | None = None,
 ) -> AsyncIterator[bytes]:
+    """The client's events. The upstream answer is closed by the `RelayResponse` that sends
+    them, not here: this generator may never start, or be left suspended, when the client
+    goes away."""
     relay_events = _guarded if stages.output_active else _pass_through
-    try:
-        async for event in relay_events(upstream, kind, stages, n, outcome, rename_model):
-            if on_first_event is not None:
-                on_first_event()
-                on_first_event = None
-            yield event
-        outcome.client_gone = False
-    finally:
-        await upstream.close()
-        if on_close is not None:
-            on_close(outcome)
+    async for event in relay_events(upstream, kind, stages, n, outcome, rename_model):
+        if on_first_event is not None:
+            on_first_event()
+            on_first_event = None
+        yield event
+    outcome.client_gone = False
+
+
+class RelayResponse(StreamingResponse):
+    """An event stream that owns what feeds it: `resources` (the upstream answer, the
+    request's accounting) close when the ASGI call ends, whether the stream was sent, cut by
+    the client, or never started because the client had already left (Starlette then never
+    runs the body generator, so its `finally` cannot be what frees an upstream slot)."""
+
+    def __init__(
+        self,
+        events: AsyncIterable[bytes],
+        resources: AsyncExitStack,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(events, media_type="text/event-stream", headers=headers)
+        self.resources = resources
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                # A generator left at a `yield` by a cut client: end it now, not at GC.
+                aclose = getattr(self.body_iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                await self.resources.aclose()
+
+    async def discard(self) -> None:
+        """Release what a response holds that will never be sent."""
+        await self.resources.aclose()
 
 
 async def _batches(
     upstream: UpstreamResponse, outcome: StreamOutcome
 ) -> AsyncIterator[list[bytes]]:
-    """Upstream payloads up to [DONE], a read's worth at a time; a cut or malformed stream is
-    recorded in `outcome`."""
+    """Upstream payloads up to [DONE], a read's worth at a time; a cut, silent or malformed
+    stream is recorded in `outcome`.
+
+    Silence is measured between `data:` events: SSE comments (": keep-alive") and blank lines
+    keep the connection busy but do not reset the upstream's idle timeout.
+    """
+    loop = asyncio.get_running_loop()
+    idle = upstream.read_timeout
+    deadline = loop.time() + idle
+    decoder = SSEDecoder()
     try:
-        async for batch in sse_batches(upstream.aiter_raw()):
-            for i, payload in enumerate(batch):
-                if payload == b"[DONE]" or not payload.startswith(b"{"):
-                    if payload != b"[DONE]":
-                        outcome.error_reason = "malformed"
-                    if i:
-                        yield batch[:i]
-                    return
-            yield batch
+        while True:
+            piece = await upstream.read_some(deadline)
+            batch = decoder.feed(piece) if piece else decoder.close()
+            if batch:
+                deadline = loop.time() + idle
+                for i, payload in enumerate(batch):
+                    if payload == b"[DONE]" or not payload.startswith(b"{"):
+                        if payload != b"[DONE]":
+                            outcome.error_reason = "malformed"
+                        if i:
+                            yield batch[:i]
+                        return
+                yield batch
+            if not piece:
+                break
     except UpstreamTimeout:
         outcome.error_reason = "timeout"
         return
@@ -87,7 +140,9 @@ async def _batches(
     outcome.error_reason = "stream_cut"
 
 
-async def _events(upstream: UpstreamResponse, outcome: StreamOutcome) -> AsyncIterator[bytes]:
+async def _events(
+    upstream: UpstreamResponse, outcome: StreamOutcome
+) -> AsyncGenerator[bytes, None]:
     async for batch in _batches(upstream, outcome):
         for payload in batch:
             yield payload
@@ -97,6 +152,8 @@ _ERROR_TEXT = {
     "malformed": "upstream sent a malformed event stream",
     "timeout": "upstream stopped sending before the stream ended",
     "stream_cut": "upstream stream ended before it was complete",
+    # An upstream error chunk: its message could quote the prompt or the withheld output.
+    "status_5xx": "upstream error",
 }
 
 
@@ -137,63 +194,64 @@ async def _guarded(
     outcome: StreamOutcome,
     rename_model: tuple[str, str] | None,
 ) -> AsyncIterator[bytes]:
+    frame = outcome.frame or Frame.fallback(kind, rename_model[1] if rename_model else "", n)
     choices: dict[int, _ChoiceState] = {}
-    async for payload in _events(upstream, outcome):
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            outcome.error_reason = "malformed"
-            break
-        if not isinstance(chunk, dict):
-            outcome.error_reason = "malformed"
-            break
-        if "error" in chunk:
-            yield sse_event(payload)
-            yield DONE
-            return
-        out: list[dict[str, Any]] = []
-        for choice in chunk.get("choices") or ():
-            index = int(choice.get("index", 0))
-            state = choices.get(index)
-            if state is None:
-                state = choices[index] = _ChoiceState(stages.choice_guard(index))
-            if state.done:
-                continue
-            emitted = await _guard_choice(kind, choice, state, outcome)
-            if emitted is not None:
-                out.append(emitted)
-        if out or chunk.get("usage") is not None:
-            chunk["choices"] = out
-            strip_response(chunk)
-            if rename_model is not None and "model" in chunk:
-                chunk["model"] = rename_model[1]
-            yield sse_event(orjson.dumps(chunk))
-        if (
-            len(choices) >= n
-            and all(s.done for s in choices.values())
-            and outcome.blocked_choices
-        ):
-            # Every choice ended, some by a block: stop paying for upstream tokens.
-            yield DONE
-            return
+    events = _events(upstream, outcome)
+    message: str | None = None
+    try:
+        async for payload in events:
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise Malformed("invalid JSON or UTF-8") from None
+            if isinstance(chunk, dict) and shape.is_error(chunk):
+                outcome.error_reason = "status_5xx"
+                log.warning("upstream sent an error event, request=%s", frame.request_id)
+                break
+            parsed, usage = shape.read_answer(frame, chunk, stream=True)
+            out: list[dict[str, Any]] = []
+            for choice in parsed:
+                state = choices.get(choice.index)
+                if state is None:
+                    state = choices[choice.index] = _ChoiceState(stages.choice_guard(choice.index))
+                if state.done:
+                    continue
+                emitted = await _guard_choice(frame, choice, state, outcome)
+                if emitted is not None:
+                    out.append(emitted)
+            if out or usage is not None:
+                yield sse_event(orjson.dumps(shape.answer(frame, out, usage, stream=True)))
+            if (
+                len(choices) >= frame.choices
+                and all(s.done for s in choices.values())
+                and outcome.blocked_choices
+            ):
+                # Every choice ended, some by a block: stop paying for upstream tokens.
+                yield DONE
+                return
+    except Malformed as exc:
+        # The reason is a constant of response_shape: the payload never reaches the log.
+        outcome.error_reason = "malformed"
+        log.warning("upstream stream malformed (%s), request=%s", exc.reason, frame.request_id)
+    except Exception as exc:
+        # Exception texts can quote the payload (int("415-...")): the type name only.
+        outcome.error_reason = "malformed"
+        message = "the gateway could not relay the upstream stream"
+        log.error("guarded stream failed (%s), request=%s", type(exc).__name__,
+                  frame.request_id)
+    finally:
+        await events.aclose()
     if outcome.error_reason is not None:
         # Held-back text is never released from a broken stream: it was not cleared.
-        yield error_event(_ERROR_TEXT[outcome.error_reason], outcome.error_reason)
+        yield error_event(message or _ERROR_TEXT[outcome.error_reason], outcome.error_reason)
     yield DONE
 
 
 async def _guard_choice(
-    kind: Kind, choice: dict[str, Any], state: _ChoiceState, outcome: StreamOutcome
+    frame: Frame, choice: UpstreamChoice, state: _ChoiceState, outcome: StreamOutcome
 ) -> dict[str, Any] | None:
-    finish = choice.get("finish_reason")
-    if kind == "chat":
-        delta = choice.get("delta") or {}
-        text = delta.get("content") or ""
-    else:
-        delta = None
-        text = choice.get("text") or ""
-    release = await state.guard.feed(text, final=finish is not None)
-    strip_choice(choice)
+    finish = choice.finish_reason
+    release = await state.guard.feed(choice.text or "", final=finish is not None)
     if release.blocked:
         state.done = True
         outcome.blocked_choices += 1
@@ -201,16 +259,7 @@ async def _guard_choice(
     elif finish is not None:
         state.done = True
     released = release.text + release.replacement
-    if kind == "chat":
-        assert delta is not None
-        if "content" in delta or released:
-            delta["content"] = released
-        if not released and finish is None and set(delta) <= {"content"}:
-            return None
-        choice["delta"] = delta
-    else:
-        if not released and finish is None:
-            return None
-        choice["text"] = released
-    choice["finish_reason"] = finish
-    return choice
+    if not released and finish is None and not choice.role:
+        return None
+    text = released if released or choice.text is not None else None
+    return shape.choice(frame, choice.index, text, finish, stream=True, role=choice.role)

@@ -116,7 +116,8 @@ def test_side_channels_in_the_response_are_stripped(
         raw = httpx.post(gw.url + path, json={**body, "stream": stream}, timeout=10).content
     assert b"clean" in raw
     assert CANARY_PHONE.encode() not in raw
-    for field in (b"logprobs", b"token_ids", b"reasoning_content", b"tool_calls"):
+    assert raw.count(b'"logprobs"') == raw.count(b'"logprobs":null')
+    for field in (b"token_ids", b"reasoning_content", b"tool_calls", b"top_logprobs"):
         assert field not in raw
 
 
@@ -201,5 +202,5 @@ def test_streamed_chunks_keep_only_allowed_fields(guarded: RunningGateway) -> No
               if p.startswith(b"data: {")]
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks
                    if c["choices"]) == "plain words here"
-    assert all(set(ch) <= {"index", "delta", "finish_reason", "stop_reason"}
-               for c in chunks for ch in c["choices"])
+    assert all(set(ch) <= {"index", "delta", "logprobs", "finish_reason"}
+               and ch["logprobs"] is None for c in chunks for ch in c["choices"])

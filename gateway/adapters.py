@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
+import orjson
 
+from gateway.upstream import Upstream, UpstreamError
 from unlearning import manifest as manifests
 
 LOAD_PATH = "/v1/load_lora_adapter"
@@ -68,9 +69,8 @@ def adapter_name(policy: str) -> str:
 
 
 class AdapterRegistry:
-    def __init__(self, client: httpx.AsyncClient, base_url: str, served_model: str) -> None:
-        self._client = client
-        self._base_url = base_url.rstrip("/")
+    def __init__(self, upstream: Upstream, served_model: str) -> None:
+        self._upstream = upstream
         self.served_model = served_model
         self._records: dict[str, AdapterInfo] = {}  # by policy
         self._lock = asyncio.Lock()
@@ -178,35 +178,30 @@ class AdapterRegistry:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            response = await self._client.post(
-                self._base_url + route, json=body, timeout=LOAD_TIMEOUT_S
-            )
-        except httpx.HTTPError as exc:
+            status, raw = await self._upstream.exchange("POST", route, body, timeout=LOAD_TIMEOUT_S)
+        except UpstreamError as exc:
+            raise AdapterError(f"{route} for {body['lora_name']!r} failed: {exc}") from exc
+        if status != 200:
             raise AdapterError(
-                f"{route} for {body['lora_name']!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        if response.status_code != 200:
-            raise AdapterError(
-                f"{route} for {body['lora_name']!r} answered {response.status_code}: "
-                f"{_error_message(response)}",
-                status=response.status_code,
+                f"{route} for {body['lora_name']!r} answered {status}: {_error_message(raw)}",
+                status=status,
             )
         return loop.time() - started
 
     async def _upstream_has(self, name: str) -> bool:
         try:
-            response = await self._client.get(self._base_url + "/v1/models", timeout=10.0)
-            ids = {m.get("id") for m in response.json().get("data", [])}
-        except (httpx.HTTPError, ValueError, AttributeError):
+            _, raw = await self._upstream.exchange("GET", "/v1/models", timeout=10.0)
+            ids = {m.get("id") for m in orjson.loads(raw).get("data", [])}
+        except (UpstreamError, ValueError, AttributeError):
             return False
         return name in ids
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(raw: bytes) -> str:
     try:
-        body = response.json()
+        body = orjson.loads(raw)
     except ValueError:
-        return response.text[:500]
+        return raw[:500].decode("utf-8", "replace")
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and "message" in error:

@@ -20,6 +20,7 @@ from gateway.pipeline import Pipeline
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.settings import Settings
 from gateway.stages import Kind, RequestContext
+from gateway.streaming import RelayResponse
 
 log = logging.getLogger("lethe")
 
@@ -113,7 +114,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
-        return exc.response()
+        response = exc.response()
+        if exc.status == 408:
+            # The rest of a trickled body would arrive as the next request: end the connection.
+            response.headers["connection"] = "close"
+        return response
 
     @app.post("/v1/chat/completions", openapi_extra=_schema(ChatCompletionRequest))
     async def chat_completions(request: Request) -> Response:
@@ -173,7 +178,7 @@ async def read_json(request: Request, settings: Settings) -> dict[str, Any]:
         raise GatewayError(413, f"request body exceeds {limit} bytes", code="body_too_large")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in _timed_body(request, settings):
         size += len(chunk)
         if size > limit:
             raise GatewayError(413, f"request body exceeds {limit} bytes", code="body_too_large")
@@ -196,6 +201,26 @@ async def read_json(request: Request, settings: Settings) -> dict[str, Any]:
             code="too_many_messages",
         )
     return data
+
+
+async def _timed_body(request: Request, settings: Settings) -> AsyncIterator[bytes]:
+    """The body's chunks, the whole within `body_read_timeout_s` and no gap between two longer
+    than `body_idle_timeout_s`: a client trickling bytes (slowloris) gets 408, not a worker."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.body_read_timeout_s
+    chunks = request.stream()
+    while True:
+        until = min(deadline, loop.time() + settings.body_idle_timeout_s)
+        try:
+            async with asyncio.timeout_at(until):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise GatewayError(
+                408, "request body not received in time", code="body_timeout"
+            ) from None
+        yield chunk
 
 
 def _check_depth(data: Any, limit: int) -> None:
@@ -232,7 +257,10 @@ async def _until_disconnect(request: Request, work: Awaitable[Response]) -> Resp
             return task.result()
         task.cancel()
         with suppress(asyncio.CancelledError):
-            await task
+            late = await task
+            # It finished before the cancel landed: nobody will send it, so free what it holds.
+            if isinstance(late, RelayResponse):
+                await late.discard()
         return Response(status_code=499)
     finally:
         watcher.cancel()

@@ -7,10 +7,13 @@ enumerations below. User text, API keys and prompts never become label values.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 # Same shape as vLLM's TTFT / end-to-end buckets, cut at two minutes: LLM requests span
 # a millisecond (a blocked prompt) to minutes (a long generation).
@@ -28,7 +31,7 @@ HOLDBACK_DELAY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 UPSTREAM_ERROR_REASONS: frozenset[str] = frozenset(
-    {"connect", "timeout", "status_4xx", "status_5xx", "malformed", "stream_cut"}
+    {"connect", "timeout", "pool_timeout", "status_4xx", "status_5xx", "malformed", "stream_cut"}
 )
 RESULTS: frozenset[str] = frozenset({"success", "failure"})
 OTHER_MODEL = "other"
@@ -127,6 +130,11 @@ class Metrics:
             self.reloads.labels(result=result)
             self.adapter_loads.labels(result=result)
 
+    def watch_upstream_pool(self, stats: Callable[[], Any]) -> None:
+        """Export the upstream connection slots, read from `stats()` (a PoolStats) at each
+        scrape: the pool keeps its own counts, nothing has to remember to update a gauge."""
+        self.registry.register(_PoolCollector(stats))
+
     def upstream_error(self, reason: str) -> None:
         if reason not in UPSTREAM_ERROR_REASONS:
             raise ValueError(f"unknown upstream error reason {reason!r}")
@@ -145,3 +153,31 @@ class Metrics:
         """The exposition body and its content type (OpenMetrics if the scraper asks)."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+class _PoolCollector(Collector):
+    def __init__(self, stats: Callable[[], Any]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        pool = self._stats()
+        yield GaugeMetricFamily(
+            "lethe_upstream_connections_in_use",
+            "Upstream connection slots held by requests now.",
+            value=pool.in_use,
+        )
+        yield GaugeMetricFamily(
+            "lethe_upstream_connections_limit",
+            "Upstream connection slots in all.",
+            value=pool.limit,
+        )
+        yield GaugeMetricFamily(
+            "lethe_upstream_pool_waiting",
+            "Requests waiting for a free upstream connection slot.",
+            value=pool.waiting,
+        )
+        yield CounterMetricFamily(
+            "lethe_upstream_pool_timeouts",
+            "Requests answered 503 because no upstream connection slot came free in time.",
+            value=pool.timeouts,
+        )

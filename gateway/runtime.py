@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway.adapters import AdapterError, AdapterRegistry
 from gateway.auth import KeyStore
@@ -21,6 +21,7 @@ from gateway.policy_store import PolicyStore
 from gateway.runtime_resources import cache_root
 from gateway.settings import Settings
 from gateway.stages import RequestContext
+from gateway.streaming import RelayResponse
 from gateway.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("lethe")
@@ -43,15 +44,17 @@ class Runtime:
             connect_timeout=settings.connect_timeout_s,
             first_byte_timeout=settings.first_byte_timeout_s,
             read_timeout=settings.read_timeout_s,
+            idle_timeout=settings.upstream_idle_timeout_s,
             max_connections=settings.max_upstream_connections,
+            pool_timeout=settings.upstream_pool_timeout_s,
+            keepalive=settings.upstream_keepalive_s,
         )
+        self.metrics.watch_upstream_pool(self.upstream.pool_stats)
         self.pool = ThreadPoolExecutor(settings.filter_threads, thread_name_prefix="lethe-filter")
         self.policies = PolicyStore(settings, self)
         self.pipeline = Pipeline(self.upstream, self.policies.stages, self.metrics)
         self.adapters = AdapterRegistry(
-            self.upstream.client,
-            settings.upstream,
-            settings.served_models[0] if settings.served_models else "",
+            self.upstream, settings.served_models[0] if settings.served_models else ""
         )
         self._adapter_watcher: asyncio.Task[None] | None = None
         self.draining = False
@@ -77,13 +80,22 @@ class Runtime:
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         if self.draining:
             return False, {"reason": "draining"}
-        try:
-            response = await self.upstream.client.get("/health", timeout=2.0)
-            upstream_ok = response.status_code == 200
-        except Exception:
-            upstream_ok = False
-        detail = {"upstream": upstream_ok, "policies": self.policies.summary()}
-        return upstream_ok and self.policies.loaded, detail
+        pool = self.upstream.pool_stats()
+        # A saturated pool is not ready whatever the upstream says; a probe would only queue
+        # behind the completions holding every slot.
+        upstream_ok: bool | None = None
+        if not pool.saturated:
+            try:
+                status, _ = await self.upstream.exchange("GET", "/health", timeout=2.0)
+                upstream_ok = status == 200
+            except UpstreamError:
+                upstream_ok = False
+        detail = {
+            "upstream": upstream_ok,
+            "upstream_pool": pool.summary(),
+            "policies": self.policies.summary(),
+        }
+        return bool(upstream_ok) and not pool.saturated and self.policies.loaded, detail
 
     async def list_models(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -155,8 +167,9 @@ class Runtime:
             done()
             raise
         status = response.status_code
-        if isinstance(response, StreamingResponse):
-            response.body_iterator = _finally(response.body_iterator, done)
+        if isinstance(response, RelayResponse):
+            # Counted to its last byte: the stream's own scope ends the request.
+            response.resources.callback(done)
         else:
             done()
         return response
@@ -226,10 +239,3 @@ class Runtime:
                 ):
                     await self.ensure_adapter(policy.spec.name, self.adapter_path(policy))
 
-
-async def _finally(body: AsyncIterable[Any], callback: Callable[[], None]) -> AsyncIterator[Any]:
-    try:
-        async for chunk in body:
-            yield chunk
-    finally:
-        callback()

@@ -23,6 +23,18 @@ class Settings(BaseSettings):
     first_byte_timeout_s: float = Field(60.0, gt=0)
     read_timeout_s: float = Field(60.0, gt=0)
     max_upstream_connections: int = Field(256, ge=1)
+    #: Longest wait for a free upstream connection before answering 503 (pool exhausted).
+    upstream_pool_timeout_s: float = Field(5.0, gt=0)
+    #: Longest silence between two `data:` events of a completion stream; SSE comments and
+    #: blank lines do not count as activity. Whole answers: `read_timeout_s` bounds the body.
+    upstream_idle_timeout_s: float = Field(60.0, gt=0)
+    #: Idle upstream connections are dropped after this; keep it below the upstream's own
+    #: keep-alive (vLLM's uvicorn: 5 s), since a POST is never retried on a stale one.
+    upstream_keepalive_s: float = Field(4.0, gt=0)
+    #: A client's whole request body must arrive within this (slowloris: answered 408) ...
+    body_read_timeout_s: float = Field(30.0, gt=0)
+    #: ... and with no gap between two of its chunks longer than this.
+    body_idle_timeout_s: float = Field(10.0, gt=0)
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_messages: int = Field(1024, ge=1)

@@ -9,8 +9,10 @@ ends the stream with a generic error event and [DONE], and held-back text stays 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson

@@ -15,6 +15,7 @@ import pytest
 
 from gateway.adapters import AdapterError, AdapterRegistry, adapter_name
 from gateway.engine import Engine, free_port, group_alive
+from gateway.upstream import Upstream
 from tests.unlearning.fixtures import (  # noqa: F401
     base_model,
     small_forget,
@@ -51,8 +52,11 @@ def target_engine(small_target: MemorizeResult) -> Iterator[Engine]:
 
 @pytest.fixture
 async def registry(target_engine: Engine) -> AsyncIterator[AdapterRegistry]:
-    async with httpx.AsyncClient() as client:
-        yield AdapterRegistry(client, target_engine.base_url, SERVED)
+    upstream = Upstream(target_engine.base_url)
+    try:
+        yield AdapterRegistry(upstream, SERVED)
+    finally:
+        await upstream.aclose()
 
 
 async def _answers(base_url: str, model: str, questions: list[str]) -> list[str]:
@@ -117,10 +121,11 @@ async def test_a_name_vllm_already_holds_is_replaced_not_refused(
     """A restarted gateway meets the adapters its predecessor loaded."""
     path = trained("npo").out
     name = adapter_name(POLICY)
+    upstream = Upstream(target_engine.base_url)
     async with httpx.AsyncClient() as client:
-        first = AdapterRegistry(client, target_engine.base_url, SERVED)
+        first = AdapterRegistry(upstream, SERVED)
         await first.load(name, path, policy=POLICY)
-        second = AdapterRegistry(client, target_engine.base_url, SERVED)
+        second = AdapterRegistry(upstream, SERVED)
         try:
             info = await second.load(name, path, policy=POLICY)
             assert info.state == "loaded"
@@ -128,6 +133,7 @@ async def test_a_name_vllm_already_holds_is_replaced_not_refused(
             assert [m["id"] for m in models].count(name) == 1
         finally:
             await second.unload(name)
+            await upstream.aclose()
 
 
 async def test_ensure_is_idempotent(

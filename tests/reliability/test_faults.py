@@ -36,7 +36,7 @@ def guarded(fake_upstream: FakeUpstream,
         "person.yaml": pii_policy("person", CANARY_PHONE, stages="[output]", action="block"),
     })
     with run_gateway(upstream=fake_upstream.url, policies=policies,
-                     first_byte_timeout_s=1.0) as gw:
+                     first_byte_timeout_s=1.0, upstream_idle_timeout_s=1.0) as gw:
         yield gw
 
 

@@ -98,12 +98,17 @@ class UpstreamResponse:
     async def read_some(self, deadline: float) -> bytes:
         """The next body bytes as they came, b"" at the end; `UpstreamTimeout` when none came
         by `deadline` (event-loop time), `UpstreamIOError` when the connection broke."""
+        content = self._response.content
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._response.content.readany()
+                return await content.readany()
         except TimeoutError:
             raise UpstreamTimeout("upstream went silent") from None
         except (aiohttp.ClientError, OSError) as exc:
+            # aiohttp hides what it had buffered once the connection broke: a cut stream still
+            # delivers what arrived before the cut (private API, hence the pinned version).
+            if content._buffer:
+                return content._read_nowait(-1)
             raise UpstreamIOError(f"connection broke ({type(exc).__name__})") from exc
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.fakes.upstream import FakeUpstream, free_port
+from tests.fakes.upstream import FakeUpstream, free_port, script
 from tests.reliability.conftest import (
     CANARY_PHONE,
     CHAT_PATH,
@@ -41,7 +41,7 @@ def guarded(fake_upstream: FakeUpstream,
 
 
 def _stream(gw: RunningGateway, fake: dict[str, object]) -> tuple[str, list[bytes]]:
-    with httpx.stream("POST", gw.url + CHAT_PATH, json=chat("hi", stream=True, fake=fake),
+    with httpx.stream("POST", gw.url + CHAT_PATH, json=chat("hi", stream=True, **script(**fake)),
                       timeout=10) as response:
         assert response.status_code == 200
         raw = b"".join(response.iter_raw())
@@ -99,7 +99,7 @@ def test_upstream_failures_under_policies_are_envelopes(
     guarded: RunningGateway, fake: dict[str, object], status: int, stream: bool
 ) -> None:
     started = time.monotonic()
-    response = httpx.post(guarded.url + CHAT_PATH, json=chat("hi", stream=stream, fake=fake),
+    response = httpx.post(guarded.url + CHAT_PATH, json=chat("hi", stream=stream, **script(**fake)),
                           timeout=10)
     assert time.monotonic() - started < 5
     assert response.status_code == status
@@ -108,7 +108,7 @@ def test_upstream_failures_under_policies_are_envelopes(
 
 def test_malformed_upstream_json_under_policies_is_a_502(guarded: RunningGateway) -> None:
     response = httpx.post(guarded.url + CHAT_PATH,
-                          json=chat("hi", fake={"mode": "malformed_json"}), timeout=10)
+                          json=chat("hi", **script(mode="malformed_json")), timeout=10)
     assert response.status_code == 502 and "malformed" in response.json()["error"]["message"]
 
 
@@ -166,7 +166,7 @@ def test_raising_filter_fails_closed_at_output(
         "raises.yaml": fault_policy("raises", "raise", stages="[output]")})
     with run_gateway(upstream=fake_upstream.url, policies=policies) as gw:
         response = httpx.post(gw.url + CHAT_PATH, json=chat(
-            "hi", stream=stream, fake={"text": "Words that were never checked."}), timeout=10)
+            "hi", stream=stream, **script(text="Words that were never checked.")), timeout=10)
     assert response.status_code == 200
     assert "never checked" not in response.text
     assert "content_filter" in response.text
@@ -192,7 +192,7 @@ def test_fail_open_policy_lets_through_counts_and_logs_critical(
     policies = write_policies(tmp_path / "p", {
         "open.yaml": fault_policy("open", "raise", extra="fail_open: true\n")})
     with run_gateway(upstream=fake_upstream.url, policies=policies) as gw:
-        response = httpx.post(gw.url + CHAT_PATH, json=chat("hi", fake={"text": "served"}))
+        response = httpx.post(gw.url + CHAT_PATH, json=chat("hi", **script(text="served")))
         assert response.json()["choices"][0]["message"]["content"] == "served"
         # One failure at input, one at output.
         assert _metric(gw, "lethe_fail_open_total", policy="open", filter="fault") == 2

@@ -23,7 +23,7 @@ import numpy as np
 
 from filters.encoder import default_model_dir
 from filters.normalize import words
-from filters.windows import capped_stride, word_windows
+from filters.windows import window_starts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,8 @@ def main() -> None:
         start = rng.randrange(0, len(benign) - 200)
         text = " ".join([*benign[start : start + 80], planted, *benign[start + 80 : start + 160]])
         ws = words(text)
-        spans = word_windows(ws, 32, capped_stride(len(ws), 32, 8, 32))
+        starts = window_starts(len(ws), 32, 8)
+        spans = [(ws[s].start, ws[min(s + 32, len(ws)) - 1].end) for s in starts]
         iso = model.encode([text[a:b] for a, b in spans], normalize_embeddings=True)
         pool = pooled(text, spans)
         print(f"{'hit ' if k % 2 == 0 else 'near'}  {(iso @ ex_vecs.T).max():.3f}"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
+from filters.normalize import Word, normalize, words
 
 
 class Action(enum.StrEnum):
@@ -52,12 +55,41 @@ class ScanResult:
     stable: int
 
 
+T = TypeVar("T")
+
+#: A piece of filter work cut into units: each `next()` runs one unit of bounded cost (one
+#: encoder batch, say) and the generator's return value is the result. The gateway's filter
+#: pool serves other requests between two units, so a long prompt cannot hold a thread.
+Steps = Generator[None, None, T]
+
+
+def run_steps(steps: Steps[T]) -> T:
+    """Run every unit at once (tests, offline tools, filters that are cheap anyway)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def held_size(text: str) -> int:
+    """How much held-back text weighs against the stream's cap: its length as the scanners see
+    it (folded words joined by single spaces), so padding with spaces, zero-width characters
+    or punctuation costs an honest answer nothing."""
+    return len(normalize(text))
+
+
 class StreamScanner(ABC):
     """Per-stream, per-choice state. Never shared between streams."""
 
     @abstractmethod
     def scan(self, text: str, final: bool) -> ScanResult:
         """`text` is the whole output of this choice so far (raw, unredacted)."""
+
+    def scan_steps(self, text: str, final: bool) -> Steps[ScanResult]:
+        """`scan` in units (see `Steps`); by default one unit."""
+        yield from ()
+        return self.scan(text, final)
 
 
 class FilterOptions(BaseModel):
@@ -96,6 +128,11 @@ class Filter(ABC):
     def check(self, text: str) -> FilterResult:
         """Judge a whole text (a prompt or a whole non-streamed answer)."""
 
+    def check_steps(self, text: str) -> Steps[FilterResult]:
+        """`check` in units (see `Steps`); by default one unit."""
+        yield from ()
+        return self.check(text)
+
     def open_stream(self) -> StreamScanner:
         return WindowScanner(self, holdback_chars=self.holdback_chars())
 
@@ -109,22 +146,50 @@ class Filter(ABC):
 
 
 class WindowScanner(StreamScanner):
-    """Default scanner: re-checks a trailing window and holds back a fixed tail."""
+    """Default scanner for filters without their own.
+
+    It holds back the last `holdback_chars` characters *as the scanners see them* (folded
+    words and single spaces, see `held_size`), so padding cannot shrink what is held, and
+    re-checks them with `context_chars` more before them. At the end of the stream it checks
+    the whole text: the last verdict is exactly `check()` on the final text, and a hit inside
+    text already released makes the gateway block the stream rather than pass it.
+    """
 
     def __init__(self, flt: Filter, holdback_chars: int, context_chars: int | None = None):
         self._filter = flt
         self._holdback = holdback_chars
         self._context = context_chars if context_chars is not None else 2 * holdback_chars
+        self._ctx = 0  # a word start: text before it is out of every future re-check
+        self._stable = 0
 
     def scan(self, text: str, final: bool) -> ScanResult:
-        start = max(0, len(text) - self._holdback - self._context)
-        res = self._filter.check(text[start:])
-        if res.spans and start:
+        if final:
+            self._stable = len(text)
+            return ScanResult(self._filter.check(text), self._stable)
+        ws = words(text[self._ctx :], offset=self._ctx)
+        held = _tail_start(ws, self._holdback)
+        if held < len(ws):
+            self._stable = max(self._stable, ws[held].start)
+        first = next((i for i, w in enumerate(ws) if w.end > self._stable), len(ws))
+        ctx = _tail_start(ws[:first], self._context)
+        if ctx < len(ws):
+            self._ctx = max(self._ctx, ws[ctx].start)
+        res = self._filter.check(text[self._ctx :])
+        if res.spans and self._ctx:
             res = FilterResult(
                 res.action,
                 res.score,
                 res.reason,
-                tuple(Span(s.start + start, s.end + start) for s in res.spans),
+                tuple(Span(s.start + self._ctx, s.end + self._ctx) for s in res.spans),
             )
-        stable = len(text) if final else max(0, len(text) - self._holdback)
-        return ScanResult(res, stable)
+        return ScanResult(res, self._stable)
+
+
+def _tail_start(ws: list[Word], size: int) -> int:
+    """Index of the first of the last words of `ws` that together weigh at least `size`."""
+    weight = 0
+    for i in range(len(ws) - 1, -1, -1):
+        weight += len(ws[i].text) + 1
+        if weight >= size:
+            return i
+    return 0

@@ -46,12 +46,18 @@ class EmbeddingLogReg:
         self.model.fit(x, y)
 
     def predict(self, texts: list[str]) -> np.ndarray:
-        proba: np.ndarray = self.model.predict_proba(self.encoder.encode(texts))[:, 1]
+        # The logistic function row by row in float64 rather than predict_proba: its float32
+        # matrix product gave a text another probability (by 2e-7) in a batch of 20 than
+        # alone, and a window's score must not depend on its batch.
+        x = self.encoder.encode(texts).astype(np.float64)
+        w = self.model.coef_[0].astype(np.float64)
+        z = (x * w).sum(axis=1) + float(self.model.intercept_[0])
+        proba: np.ndarray = 1.0 / (1.0 + np.exp(-z))
         return proba
 
 
 class HFSequenceClassifier:
-    def __init__(self, model_dir: Path, label: str, max_length: int, batch_size: int = 16):
+    def __init__(self, model_dir: Path, label: str, max_length: int, batch_size: int = 1):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -73,6 +79,7 @@ class HFSequenceClassifier:
         if isinstance(model_max, int) and model_max < 1_000_000:
             limits.append(model_max)
         self.max_length = min(x for x in limits if isinstance(x, int) and x > 0)
+        # 1: padding makes a text's logits depend on its batch; see EmbeddingLogReg.predict.
         self.batch_size = batch_size
         self._lock = threading.Lock()
 

@@ -101,7 +101,7 @@ class OnnxEmbedder:
 class TorchEmbedder:
     """sentence-transformers on PyTorch fp32: the fallback and the accuracy reference."""
 
-    def __init__(self, model_dir: Path, threads: int, batch_size: int = 64):
+    def __init__(self, model_dir: Path, threads: int):
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -110,23 +110,28 @@ class TorchEmbedder:
             torch.set_num_threads(threads)
         self.model = SentenceTransformer(str(model_dir), device="cpu")
         self.dim = int(self.model.get_embedding_dimension() or 384)
-        self.batch_size = batch_size
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        # One text per forward pass, like the ONNX path: in a padded batch a vector moved by
+        # up to 3e-7 with its neighbours (measured on the policy data), and a score must not
+        # depend on which other windows share its batch (stream and whole batch differently).
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         with self._lock:
-            vecs = self.model.encode(
-                texts,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(vecs, dtype=np.float32)
+            for i, text in enumerate(texts):
+                out[i] = self.model.encode(
+                    [text],
+                    batch_size=1,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )[0]
+        return out
 
 
 class Encoder:
-    """Thread-safe, batched, cached, L2-normalised float32 embeddings on CPU.
+    """Thread-safe, cached, L2-normalised float32 embeddings on CPU, one text per model run
+    (a text's vector never depends on the other texts of a call).
 
     `backend="auto"` (or env LETHE_ENCODER_BACKEND) takes the int8 ONNX model when the
     bundle step built it. Threads: LETHE_ENCODER_THREADS for ONNX Runtime (default 1, so
@@ -138,7 +143,6 @@ class Encoder:
     def __init__(
         self,
         model_dir: Path | None = None,
-        batch_size: int = 64,
         backend: Backend | None = None,
         cache_size: int | None = None,
         threads: int | None = None,
@@ -158,7 +162,7 @@ class Encoder:
         else:
             default = max(1, min(4, os.cpu_count() or 2))
             torch_threads = threads or _threads("LETHE_TORCH_THREADS", default)
-            self._embedder = TorchEmbedder(self.model_dir, torch_threads, batch_size)
+            self._embedder = TorchEmbedder(self.model_dir, torch_threads)
             self.backend = "torch"
         self.dim = self._embedder.dim
         if cache_size is None:

@@ -1,17 +1,28 @@
 """Shared machinery for filters that score text windows with a model (embedding, classifier).
 
-A long text (a whole conversation) is judged by its most suspicious piece, so `check` scores
-every sentence and sliding windows of `window_words` words, and takes the maximum. The stream
-scanner scores the window of the last `window_words` words every `stride_words` new words and
-releases a word only once `holdback_words` more words have arrived (so every released word
-was inside at least one scored window).
+A text is judged by its most suspicious piece. The pieces ("spans") of a text are, with words
+as `filters.normalize.words` cuts them:
+- windows of `window_words` words starting at word 0, `stride_words`, 2 x `stride_words`...
+  as long as they fit, plus the window of the last `window_words` words (the flush window);
+  a text of at most `window_words` words is one window;
+- every sentence of 1 to `window_words` words: the words between two sentence ends (`.`, `!`,
+  `?`, `;` or a line break in the gap between two words). A longer sentence is covered by
+  the windows.
+A span is the text from its first word's first character to its last word's last character.
 
-Cost: every window and sentence is one encoder input, so `check` on n words encodes about
-n * (window_words / stride_words + 1) words. A text that would need more than `max_windows`
-sliding windows gets a larger stride instead (never more than `window_words`, so every word
-is still inside a window): beyond the cap a check costs about 2n words instead of 5n, and a
-short match is caught by its own sentence rather than by a window that starts near it.
-Sentences of more than `window_words` words are left to the windows.
+The stream scanner scores exactly the same spans of the same final text, so a stream and a
+whole answer get the same verdict for every chunking: a window is scored once its last word
+is complete (a later character can no longer change it), a sentence once the sentence end
+after it has arrived, the flush window and the last sentence at the end of the stream. A word
+is released only when every span that may contain it has been scored: once `window_words`
+complete words follow it (no later window, flush window or still-open sentence of at most
+`window_words` words can reach back that far). So nothing of a hit span is sent before its
+verdict, and the hold-back is `window_words` words plus the word being written.
+
+Cost: `check` on n words encodes about n / `stride_words` windows plus one input per short
+sentence; there is no stride growth on long texts (coverage must not fall where prompts are
+long). The work comes in units of at most `BATCH` spans (`check_steps`), so the gateway's
+filter pool serves other requests in between.
 """
 
 from __future__ import annotations
@@ -30,24 +41,24 @@ from filters.base import (
     FilterResult,
     ScanResult,
     Span,
+    Steps,
     StreamScanner,
+    run_steps,
 )
 from filters.normalize import Word, last_word_open, words
 
-_SENTENCE_END = re.compile(r"[.!?;\n]+")
+_SENTENCE_END = re.compile(r"[.!?;\n]")
+
+#: Spans per model call: the unit of work between two yields to the filter pool.
+BATCH = 32
 
 
 class WindowOptions(FilterOptions):
     window_words: int = Field(32, ge=4)
     stride_words: int = Field(8, ge=1)
-    holdback_words: int = Field(16, ge=1)
-    #: Sliding windows per `check` before the stride grows (long prompts; see module doc).
-    max_windows: int = Field(32, ge=2)
 
     @model_validator(mode="after")
     def _consistent(self) -> WindowOptions:
-        if self.stride_words > self.holdback_words:
-            raise ValueError("stride_words must not exceed holdback_words")
         if self.stride_words > self.window_words:
             raise ValueError("stride_words must not exceed window_words")
         return self
@@ -59,35 +70,41 @@ class Verdict:
     score: float
 
 
-def sentence_spans(text: str, offset: int = 0) -> list[tuple[int, int]]:
-    spans = []
-    start = 0
-    for m in _SENTENCE_END.finditer(text):
-        if text[start : m.end()].strip():
-            spans.append((start + offset, m.end() + offset))
-        start = m.end()
-    if text[start:].strip():
-        spans.append((start + offset, len(text) + offset))
-    return spans
+def sentence_end_after(text: str, ws: list[Word], i: int, stop: int) -> bool:
+    """Whether the gap after word `i` (up to the next word, or `stop`) ends a sentence."""
+    end = ws[i + 1].start if i + 1 < len(ws) else stop
+    return _SENTENCE_END.search(text, ws[i].end, end) is not None
 
 
-def capped_stride(n_words: int, size: int, stride: int, max_windows: int) -> int:
-    """`stride`, grown (up to `size`) so that n_words need at most max_windows windows."""
-    if n_words <= size or -(-(n_words - size) // stride) + 1 <= max_windows:
-        return stride
-    return min(size, -(-(n_words - size) // (max_windows - 1)))
+def sentences(text: str, ws: list[Word], size: int) -> list[tuple[int, int]]:
+    """Word index ranges [i, j] (inclusive) of the sentences of 1 to `size` words."""
+    out = []
+    first = 0
+    for i in range(len(ws)):
+        if i == len(ws) - 1 or sentence_end_after(text, ws, i, len(text)):
+            if i - first + 1 <= size:
+                out.append((first, i))
+            first = i + 1
+    return out
 
 
-def word_windows(ws: list[Word], size: int, stride: int) -> list[tuple[int, int]]:
-    """Char spans of windows of `size` words every `stride` words (the last one flush)."""
-    if not ws:
-        return []
-    if len(ws) <= size:
-        return [(ws[0].start, ws[-1].end)]
-    starts = list(range(0, len(ws) - size + 1, stride))
-    if starts[-1] != len(ws) - size:
-        starts.append(len(ws) - size)
-    return [(ws[s].start, ws[s + size - 1].end) for s in starts]
+def window_starts(n_words: int, size: int, stride: int) -> list[int]:
+    """Word index of each window's first word (the last one flush with the end)."""
+    if n_words <= size:
+        return [0] if n_words else []
+    starts = list(range(0, n_words - size + 1, stride))
+    if starts[-1] != n_words - size:
+        starts.append(n_words - size)
+    return starts
+
+
+def text_spans(text: str, size: int, stride: int) -> list[tuple[int, int]]:
+    """Char spans [start, end) scored for `text`: windows and short sentences (module doc)."""
+    ws = words(text)
+    starts = window_starts(len(ws), size, stride)
+    spans = {(ws[s].start, ws[min(s + size, len(ws)) - 1].end) for s in starts}
+    spans.update((ws[i].start, ws[j].end) for i, j in sentences(text, ws, size))
+    return sorted(spans)
 
 
 class WindowedFilter(Filter):
@@ -98,36 +115,39 @@ class WindowedFilter(Filter):
 
     @abstractmethod
     def judge(self, texts: list[str]) -> list[Verdict]:
-        """One verdict per text window (a model call: batch it)."""
+        """One verdict per text window (a model call). A text's verdict must not depend on the
+        other texts of the batch: the stream scores other batches than `check`."""
 
     @abstractmethod
     def reason(self, score: float) -> str:
         """Audit reason for a hit; never the text itself."""
 
-    def windows(self, text: str) -> list[tuple[int, int]]:
-        ws = words(text)
-        opts = self.options
-        stride = capped_stride(len(ws), opts.window_words, opts.stride_words, opts.max_windows)
-        spans = set(word_windows(ws, opts.window_words, stride))
-        if len(ws) > opts.window_words:
-            # Sentences longer than a window are already covered by windows.
-            for a, b in sentence_spans(text):
-                if 2 < len(words(text[a:b])) <= opts.window_words:
-                    spans.add((a, b))
-        return sorted(spans)
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return text_spans(text, self.options.window_words, self.options.stride_words)
 
-    def verdict(self, text: str, spans: list[tuple[int, int]], floor: int = 0) -> FilterResult:
+    def holdback_chars(self) -> int:
+        # `window_words` words of up to 15 characters and a space, as the cap counts them.
+        return 16 * self.options.window_words
+
+    def verdict_steps(self, text: str, spans: list[tuple[int, int]]) -> Steps[FilterResult]:
+        scores: list[Verdict] = []
+        for i in range(0, len(spans), BATCH):
+            scores += self.judge([text[a:b] for a, b in spans[i : i + BATCH]])
+            if i + BATCH < len(spans):
+                yield
         if not spans:
             return ALLOW
-        verdicts = self.judge([text[a:b] for a, b in spans])
-        best = max(v.score for v in verdicts)
-        hits = [(max(a, floor), b) for (a, b), v in zip(spans, verdicts, strict=True) if v.hit]
+        best = max(v.score for v in scores)
+        hits = [span for span, v in zip(spans, scores, strict=True) if v.hit]
         if not hits:
             return FilterResult(Action.ALLOW, best)
         return FilterResult(Action.BLOCK, best, self.reason(best), _merge(hits))
 
+    def check_steps(self, text: str) -> Steps[FilterResult]:
+        return self.verdict_steps(text, self.spans(text))
+
     def check(self, text: str) -> FilterResult:
-        return self.verdict(text, self.windows(text))
+        return run_steps(self.check_steps(text))
 
     def open_stream(self) -> StreamScanner:
         return WindowStream(self)
@@ -144,39 +164,77 @@ def _merge(spans: list[tuple[int, int]]) -> tuple[Span, ...]:
 
 
 class WindowStream(StreamScanner):
+    """Scores each span of `text_spans(final text)` as soon as no later text can change it.
+
+    Word indices are global (word 0 is the first word of the stream); only the words from
+    `_base` on are re-tokenised, `_ctx` being the start of word `_base`.
+    """
+
     def __init__(self, flt: WindowedFilter):
         self._f = flt
-        self._ctx = 0  # a word start; words before it are released and out of every window
+        self._ctx = 0
+        self._base = 0
+        self._anchor = 0  # first word of the next window not scored yet
+        self._sentence: int | None = 0  # first word of the open sentence; None: too long
+        self._gap = 0  # next word whose following gap is not known to be final
         self._stable = 0
-        self._scored = 0  # words after _ctx already inside a scored window
         self._hit: FilterResult | None = None
 
     def scan(self, text: str, final: bool) -> ScanResult:
+        return run_steps(self.scan_steps(text, final))
+
+    def scan_steps(self, text: str, final: bool) -> Steps[ScanResult]:
         if self._hit is not None:
             return ScanResult(self._hit, self._stable)
-        opts = self._f.options
+        size, stride = self._f.options.window_words, self._f.options.stride_words
         raw = words(text[self._ctx :], offset=self._ctx)
-        open_last = not final and last_word_open(text, raw, self._ctx)
+        open_last = not final and last_word_open(text, raw)  # global offsets
         ws = raw[:-1] if open_last else raw
-        ends = list(range(self._scored + opts.stride_words, len(ws) + 1, opts.stride_words))
-        if final and len(ws) > self._scored and (not ends or ends[-1] < len(ws)):
-            ends.append(len(ws))
+        base = self._base
+        n = base + len(ws)  # complete words so far
+
+        def span(i: int, j: int) -> tuple[int, int]:
+            return ws[i - base].start, ws[j - base].end
+
+        todo: list[tuple[int, int]] = []
+        if n > size:
+            while self._anchor + size <= n:
+                todo.append(span(self._anchor, self._anchor + size - 1))
+                self._anchor += stride
+        # A gap is final once a word follows it (or the stream ends); a sentence end in it is
+        # final as soon as it is there.
+        stop = raw[-1].start if open_last else len(text)
+        for i in range(self._gap, n):
+            if sentence_end_after(text, ws, i - base, stop):
+                if self._sentence is not None and i - self._sentence + 1 <= size:
+                    todo.append(span(self._sentence, i))
+                self._sentence = i + 1
+            elif i + 1 == n and not final and not open_last:
+                break
+            self._gap = i + 1
+        if self._sentence is not None and n - self._sentence > size:
+            self._sentence = None
+        if final and n:
+            last = window_starts(n, size, stride)[-1]
+            if n <= size or (n - size) % stride:
+                todo.append(span(last, n - 1))
+            if self._sentence is not None and self._sentence < n:
+                todo.append(span(self._sentence, n - 1))
         res = ALLOW
-        if ends:
-            spans = [(ws[max(0, e - opts.window_words)].start, ws[e - 1].end) for e in ends]
-            res = self._f.verdict(text, spans, self._stable)
-            self._scored = ends[-1]
+        if todo:
+            res = yield from self._f.verdict_steps(text, sorted(set(todo)))
             if res.hit:
                 self._hit = res
                 return ScanResult(res, self._stable)
         if final:
             self._stable = len(text)
             return ScanResult(res, self._stable)
-        release = min(self._scored, len(ws) - opts.holdback_words)
-        if release > 0:
-            self._stable = max(self._stable, ws[release].start if release < len(ws) else len(text))
-        keep = max(0, release - opts.window_words)
-        if keep:
-            self._ctx = ws[keep].start
-            self._scored -= keep
+        if n - size >= base:
+            self._stable = max(self._stable, ws[n - size - base].start)
+        keep = min(self._anchor, n - size, self._gap)
+        if self._sentence is not None:
+            keep = min(keep, self._sentence)
+        if keep > base:
+            self._ctx = ws[keep - base].start
+            self._base = keep
         return ScanResult(res, self._stable)

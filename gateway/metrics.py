@@ -108,6 +108,20 @@ class Metrics:
             ["policy", "filter"],
             registry=r,
         )
+        self.holdback_cap_blocks = Counter(
+            "lethe_stream_holdback_cap_blocks",
+            "Stream choices ended with content_filter because the text their filters held "
+            "back passed the hold-back cap, by cap (normalised or raw characters).",
+            ["cap"],
+            registry=r,
+        )
+        self.filter_overruns = Counter(
+            "lethe_filter_budget_overruns",
+            "Filter checks failed closed for overrunning a budget of the filter pool, by "
+            "budget (work: their own run time; wait: time queued for their turns).",
+            ["budget"],
+            registry=r,
+        )
         self.reloads = Counter(
             "lethe_config_reloads",
             "Policy directory reloads, by result (a failed reload keeps the old set).",
@@ -129,6 +143,10 @@ class Metrics:
         for result in sorted(RESULTS):
             self.reloads.labels(result=result)
             self.adapter_loads.labels(result=result)
+        for cap in ("normalised", "raw"):
+            self.holdback_cap_blocks.labels(cap=cap)
+        for budget in ("work", "wait"):
+            self.filter_overruns.labels(budget=budget)
 
     def watch_upstream_pool(self, stats: Callable[[], Any]) -> None:
         """Export the upstream connection slots, read from `stats()` (a PoolStats) at each

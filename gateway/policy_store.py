@@ -59,6 +59,7 @@ class PolicyStore:
             run_blocking=runtime.run_blocking,
             filter_timeout_s=self.settings.filter_timeout_s,
             max_holdback_chars=self.settings.max_holdback_chars,
+            max_holdback_raw_chars=self.settings.max_holdback_raw_chars,
             adapter_for=runtime.adapter_for,
         )
 

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from starlette.responses import Response
 from gateway.adapters import AdapterError, AdapterRegistry
 from gateway.auth import KeyStore
 from gateway.errors import GatewayError
+from gateway.filter_pool import FilterPool
 from gateway.metrics import Metrics, bounded_model
 from gateway.pipeline import UPSTREAM_PATHS, Pipeline
 from gateway.policy_store import PolicyStore
@@ -50,7 +50,11 @@ class Runtime:
             keepalive=settings.upstream_keepalive_s,
         )
         self.metrics.watch_upstream_pool(self.upstream.pool_stats)
-        self.pool = ThreadPoolExecutor(settings.filter_threads, thread_name_prefix="lethe-filter")
+        self.pool = FilterPool(
+            settings.filter_threads,
+            work_budget_s=settings.filter_timeout_s,
+            wait_budget_s=settings.filter_queue_timeout_s,
+        )
         self.policies = PolicyStore(settings, self)
         self.pipeline = Pipeline(self.upstream, self.policies.stages, self.metrics)
         self.adapters = AdapterRegistry(
@@ -75,7 +79,7 @@ class Runtime:
         if self._adapter_watcher is not None:
             self._adapter_watcher.cancel()
         await self.upstream.aclose()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         if self.draining:
@@ -174,8 +178,9 @@ class Runtime:
             done()
         return response
 
-    async def run_blocking(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+    async def run_blocking(self, fn: Any, *args: Any, **turns: Any) -> Any:
+        """`fn(*args)` in the fair filter pool; `turns`: lane and budgets (FilterPool.run)."""
+        return await self.pool.run(fn, *args, **turns)
 
     def adapter_for(self, policy: str) -> str | None:
         """The upstream LoRA name serving `policy`, or None when none is loaded (fail closed)."""

@@ -40,10 +40,18 @@ class Settings(BaseSettings):
     max_messages: int = Field(1024, ge=1)
     max_json_depth: int = Field(32, ge=4)
 
-    #: Largest stretch of output held back while filters decide, in characters.
+    #: Largest stretch of output held back while filters decide, in characters as the
+    #: filters see them (folded words and single spaces: padding does not count). A stream
+    #: whose filters need more ends with `content_filter`; held text is never released
+    #: unchecked.
     max_holdback_chars: int = Field(1024, ge=64)
+    #: The same cap in raw characters (padding included): bounds a stream's held memory.
+    max_holdback_raw_chars: int = Field(16384, ge=1024)
     filter_threads: int = Field(2, ge=1)
+    #: Time one filter check (or stream scan) may spend running its own work.
     filter_timeout_s: float = Field(5.0, gt=0)
+    #: Time one filter check may spend waiting for its turns in the shared filter pool.
+    filter_queue_timeout_s: float = Field(30.0, gt=0)
 
     reload_interval_s: float = Field(2.0, ge=0)
     drain_seconds: float = Field(30.0, ge=0)

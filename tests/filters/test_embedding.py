@@ -7,7 +7,6 @@ from filters.base import Action, PolicyData
 from filters.embedding import Embedding, corpus_chunks
 from filters.normalize import words
 from filters.resources import Resources
-from filters.windows import capped_stride
 from tests.filters.conftest import DATA, lines
 from tests.filters.streaming import feed
 
@@ -110,8 +109,8 @@ def test_stream_releases_clean_text_with_bounded_delay(flt: Embedding) -> None:
     text = " ".join(ALLOWED * 2)
     out = feed(flt.open_stream(), text)
     assert out.hit is None
-    opts = flt.options
-    assert max(out.held_words) <= opts.holdback_words + opts.stride_words + 1
+    # The last window_words complete words, plus the word being written.
+    assert max(out.held_words) <= flt.options.window_words + 1
 
 
 def test_streams_do_not_share_state(flt: Embedding) -> None:
@@ -127,41 +126,34 @@ def test_streams_do_not_share_state(flt: Embedding) -> None:
     assert hit_a and not hit_b
 
 
-@pytest.mark.parametrize(
-    ("n_words", "stride", "cap", "expected"),
-    [
-        (20, 8, 32, 8),  # one window: nothing to cap
-        (200, 8, 32, 8),  # 22 windows fit under the cap
-        (280, 8, 32, 8),  # exactly 32
-        (281, 8, 32, 9),
-        (900, 8, 32, 28),
-        (5000, 8, 32, 32),  # never beyond the window: every word stays covered
-    ],
-)
-def test_long_texts_get_a_larger_stride_up_to_the_window(
-    n_words: int, stride: int, cap: int, expected: int
-) -> None:
-    assert capped_stride(n_words, 32, stride, cap) == expected
-
-
 @pytest.mark.parametrize("n_words", [10, 32, 33, 200, 600, 3000])
-def test_windows_cover_every_word_within_the_cap(flt: Embedding, n_words: int) -> None:
+def test_windows_cover_every_word_at_the_same_stride_at_any_length(
+    flt: Embedding, n_words: int
+) -> None:
     text = " ".join(f"w{i}" for i in range(n_words))  # no sentence ends: windows only
-    spans = flt.windows(text)
+    spans = flt.spans(text)
     opts = flt.options
-    assert len(spans) <= max(opts.max_windows, -(-n_words // opts.window_words))
+    ws = words(text)
+    starts = {next(i for i, w in enumerate(ws) if w.start == a) for a, _ in spans}
+    expected = set(range(0, max(1, n_words - opts.window_words + 1), opts.stride_words))
+    assert expected <= starts  # no larger stride on long texts
     covered = {w.start for a, b in spans for w in words(text[a:b], offset=a)}
     assert covered == {w.start for w in words(text)}
     assert all(len(words(text[a:b])) <= opts.window_words for a, b in spans)
 
 
-def test_a_short_message_is_one_text(flt: Embedding) -> None:
-    text = "Hello there. How are you? I want to talk about wizards."
-    assert flt.windows(text) == [(0, text.index("wizards") + len("wizards"))]
+def test_every_short_sentence_is_scored_alone(flt: Embedding) -> None:
+    text = "Hello there. How are you? Wizards."
+    assert flt.spans(text) == [
+        (0, text.index(" there") + len(" there")),
+        (0, text.index("Wizards") + len("Wizards")),
+        (text.index("How"), text.index("you") + 3),
+        (text.index("Wizards"), text.index("Wizards") + len("Wizards")),
+    ]
 
 
 def test_a_match_hidden_in_a_very_long_prompt_is_still_found(flt: Embedding) -> None:
-    filler = " ".join(ALLOWED * 20)  # ~1,100 words: the capped, larger stride applies
+    filler = " ".join(ALLOWED * 20)  # ~1,100 words
     text = filler + " " + HITS[1] + " " + filler
     res = flt.check(text)
     assert res.action is Action.BLOCK

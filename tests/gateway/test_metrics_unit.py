@@ -29,6 +29,8 @@ CATALOGUE = [
     ("holdback_chars", "lethe_stream_holdback_characters", "histogram", set()),
     ("holdback_delay", "lethe_stream_holdback_delay_seconds", "histogram", set()),
     ("fail_open", "lethe_fail_open", "counter", {"policy", "filter"}),
+    ("holdback_cap_blocks", "lethe_stream_holdback_cap_blocks", "counter", {"cap"}),
+    ("filter_overruns", "lethe_filter_budget_overruns", "counter", {"budget"}),
     ("reloads", "lethe_config_reloads", "counter", {"result"}),
     ("adapter_loads", "lethe_adapter_loads", "counter", {"result"}),
 ]

@@ -21,8 +21,8 @@ from gateway.stages import Kind, RequestContext
 
 FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
-#: More tokens than any context window holds: a larger count is a number smuggled in.
-MAX_TOKEN_COUNT = 10_000_000
+#: More tokens than one request of a served model holds: a larger count is a number smuggled in.
+MAX_TOKEN_COUNT = 1 << 20
 
 
 class Malformed(Exception):
@@ -44,11 +44,18 @@ class Frame:
     created: int
     #: How many choices the answer can have: indexes run over [0, choices).
     choices: int
+    #: The most completion tokens the request allows over all its samples, when it says.
+    max_completion_tokens: int | None = None
 
     @classmethod
     def for_request(cls, ctx: RequestContext, body: dict[str, Any]) -> Frame:
-        return cls(ctx.kind, ctx.request_id, ctx.requested_model, int(time.time()),
-                   expected_choices(ctx.kind, body))
+        choices = expected_choices(ctx.kind, body)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        best_of = body.get("best_of")
+        samples = choices * (best_of if type(best_of) is int and best_of > 1 else 1)
+        max_completion = limit * samples if type(limit) is int and limit > 0 else None
+        return cls(ctx.kind, ctx.request_id, ctx.requested_model, int(time.time()), choices,
+                   max_completion)
 
     @classmethod
     def fallback(cls, kind: Kind, model: str, choices: int) -> Frame:
@@ -103,7 +110,7 @@ def read_answer(
     choices = [_read_choice(frame, c, stream) for c in raw]
     if not stream and len({c.index for c in choices}) != len(choices):
         raise Malformed("two choices share an index")
-    return choices, usage(data.get("usage"))
+    return choices, usage(data.get("usage"), frame.max_completion_tokens)
 
 
 def _read_choice(frame: Frame, choice: Any, stream: bool) -> UpstreamChoice:
@@ -134,16 +141,21 @@ def finish_reason(value: Any) -> str | None:
     """None while a stream runs; otherwise one of FINISH_REASONS (anything else is "stop")."""
     if value is None:
         return None
-    return value if value in FINISH_REASONS else "stop"
+    return value if isinstance(value, str) and value in FINISH_REASONS else "stop"
 
 
-def usage(value: Any) -> dict[str, int] | None:
-    """The three counts when they are plausible and add up; otherwise no usage at all."""
+def usage(value: Any, max_completion_tokens: int | None = None) -> dict[str, int] | None:
+    """The three counts when they are plausible and add up; otherwise no usage at all.
+
+    Counts are numbers the upstream chose: bounding them (and the completion by the request's
+    own max_tokens) leaves little room to spell anything out in them."""
     if not isinstance(value, dict):
         return None
     counts = [value.get(key) for key in USAGE_KEYS]
     ints = [c for c in counts if type(c) is int and 0 <= c <= MAX_TOKEN_COUNT]
     if len(ints) != len(USAGE_KEYS) or ints[2] != ints[0] + ints[1]:
+        return None
+    if max_completion_tokens is not None and ints[1] > max_completion_tokens:
         return None
     return dict(zip(USAGE_KEYS, ints, strict=True))
 

@@ -6,7 +6,6 @@ The gateway knows filters only through filters.base: check(), open_stream(), pat
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,10 +17,9 @@ from pydantic import ValidationError
 
 import filters
 from filters import Action, Filter, FilterResult, PolicyData, Span, StreamScanner
-from filters.base import held_size, run_steps
+from gateway import request_text
 from gateway.audit import AuditLog, Decision
 from gateway.errors import content_filter_error
-from gateway.filter_pool import BudgetExceeded
 from gateway.policy import (
     PolicyError,
     PolicyFile,
@@ -29,11 +27,11 @@ from gateway.policy import (
     filter_options_error,
     set_digest,
 )
+from gateway.request_text import REDACTED
 from gateway.stages import ChoiceGuard, Release, RequestContext
 
 log = logging.getLogger("lethe")
 
-REDACTED = "[REDACTED]"
 
 
 @dataclass(frozen=True)
@@ -148,8 +146,6 @@ class Env:
     run_blocking: Callable[..., Awaitable[Any]]
     filter_timeout_s: float
     max_holdback_chars: int
-    #: The hold-back cap in raw characters (see _ChoiceGuard).
-    max_holdback_raw_chars: int = 16384
     #: policy name -> upstream adapter name, for policies whose adapter is loaded.
     adapter_for: Callable[[str], str | None] = lambda name: None
 
@@ -215,16 +211,12 @@ class RequestEnforcement:
         started = time.perf_counter()
         try:
             if bound.filter.blocking:
-                # One lane per request in the fair pool: its budget is its own (filter_pool).
-                return await self.env.run_blocking(
-                    fn, *args, lane=self, work_budget_s=self.env.filter_timeout_s
+                return await asyncio.wait_for(
+                    self.env.run_blocking(fn, *args), self.env.filter_timeout_s
                 )
-            out = fn(*args)
-            return run_steps(out) if inspect.isgenerator(out) else out
+            return fn(*args)
         except Exception as exc:
             name = type(exc).__name__
-            if isinstance(exc, BudgetExceeded):
-                self.env.metrics.filter_overruns.labels(budget=exc.budget).inc()
             if policy.spec.fail_open:
                 self.env.metrics.fail_open.labels(policy=policy.spec.name, filter=bound.type).inc()
                 log.critical(
@@ -276,17 +268,32 @@ class RequestEnforcement:
 
     # -- input stage -------------------------------------------------------------------
     async def input_stage(self, body: dict[str, Any]) -> None:
-        pairs = [(p, b) for p in self.suppressing for b in p.for_stage("input")]
-        if not pairs:
+        if not self.suppressing:
             return
-        slots = _text_slots(body, self.ctx.kind)
-        joined, starts = _join([s.get() for s in slots])
-        results = await asyncio.gather(
-            *(self._run(p, b, "input", b.filter.check_steps, joined) for p, b in pairs)
-        )
-        hits = self._hits(pairs, list(results))
-        for hit in hits:
-            self._record(hit, "input", joined)
+        # The allow-list: what no filter could screen is refused before any filter runs.
+        text = request_text.read(body, self.ctx.kind)
+        pairs = [(p, b) for p in self.suppressing for b in p.for_stage("input")]
+        # Steering text never shows in the output, so output filters screen it too.
+        every = [(p, b) for p in self.suppressing for b in p.filters if b.stages]
+
+        async def screen(on: list[tuple[LoadedPolicy, BoundFilter]], joined: str) -> list[_Hit]:
+            results = await asyncio.gather(
+                *(self._run(p, b, "input", b.filter.check, joined) for p, b in on)
+            )
+            hits = self._hits(on, list(results))
+            for hit in hits:
+                self._record(hit, "input", joined)
+            return hits
+
+        for steering in text.screened_as_steering():
+            if await screen(every, steering.joined):
+                raise steering.refusal()
+        if not pairs or text.echo:
+            return  # an echoed prompt has just passed every filter untouched
+        if not text.screenable:
+            raise request_text.unscreenable_prompt()
+        joined, starts = request_text.join([s.get() for s in text.prompt])
+        hits = await screen(pairs, joined)
         final = [h for h in hits if h.action != "redact"]
         if final:
             refuse = next((h for h in final if h.action == "refuse"), None)
@@ -295,7 +302,7 @@ class RequestEnforcement:
             raise content_filter_error("The request was blocked by the gateway's content policy.")
         spans = sorted({s for h in hits for s in h.result.spans}, key=lambda s: s.start)
         if spans:
-            _redact_slots(slots, starts, spans)
+            request_text.redact(text.prompt, starts, spans)
 
     def patch_request(self, body: dict[str, Any]) -> None:
         for _, bound in self._output:
@@ -307,7 +314,7 @@ class RequestEnforcement:
 
     async def check_output(self, text: str) -> Release:
         results = await asyncio.gather(
-            *(self._run(p, b, "output", b.filter.check_steps, text) for p, b in self._output)
+            *(self._run(p, b, "output", b.filter.check, text) for p, b in self._output)
         )
         hits = self._hits(self._output, list(results))
         for hit in hits:
@@ -328,16 +335,7 @@ def _blocked(hits: list[_Hit]) -> Release:
 
 
 class _ChoiceGuard:
-    """Per-choice state of a stream: the raw text, what was released, spans to redact.
-
-    Text is released only up to the point every scanner calls stable. The hold-back cap never
-    releases anything: when the text still held after a step weighs more than the cap, as the
-    filters see it (`held_size`: folded words and single spaces, so padding with spaces,
-    zero-width characters or hyphens costs nothing), or more than `max_holdback_raw_chars` raw
-    characters (which bounds its memory), the choice ends with `content_filter`; what every
-    scanner cleared is sent first. The cap is the largest of the output policies' own
-    `stream.holdback_chars`, or the gateway's `max_holdback_chars`.
-    """
+    """Per-choice state of a stream: the raw text, what was released, spans to redact."""
 
     def __init__(
         self,
@@ -346,12 +344,6 @@ class _ChoiceGuard:
     ) -> None:
         self.req = req
         self.scanners = scanners
-        env = req.env
-        self.cap = max(
-            (p.spec.stream.holdback_chars or env.max_holdback_chars for p, _, _ in scanners),
-            default=env.max_holdback_chars,
-        )
-        self.raw_cap = max(env.max_holdback_raw_chars, self.cap)
         self.raw = ""
         self.released = 0
         self.redactions: list[Span] = []
@@ -364,7 +356,7 @@ class _ChoiceGuard:
         if text:
             self.arrivals.append((len(raw), now))
         results = await asyncio.gather(
-            *(self.req._run(p, b, "output", s.scan_steps, raw, final) for p, b, s in self.scanners)
+            *(self.req._run(p, b, "output", s.scan, raw, final) for p, b, s in self.scanners)
         )
         pairs = [(p, b) for p, b, _ in self.scanners]
         hits = self.req._hits(pairs, list(results))
@@ -378,33 +370,18 @@ class _ChoiceGuard:
         stable = len(raw)
         if not final:
             stables = [r.stable for r in results if r is not None and hasattr(r, "stable")]
-            stable = max(min(stables, default=len(raw)), self.released)
+            stable = min(stables, default=len(raw))
+            stable = max(stable, len(raw) - self.req.env.max_holdback_chars, self.released)
         for span in self.redactions:
             if span.start < stable < span.end:
                 stable = span.start
         out = _render(raw, self.released, stable, self.redactions) if stable > self.released else ""
         self.released = max(self.released, stable)
         metrics = self.req.env.metrics
-        over = None if final else self._over_cap(raw[self.released :])
-        if over is not None:
-            metrics.holdback_cap_blocks.labels(cap=over).inc()
-            log.warning(
-                "stream hold-back over the %s cap: choice ended with content_filter, request=%s",
-                over,
-                self.req.ctx.request_id,
-            )
-            return Release(out, blocked=True)
         metrics.holdback_chars.observe(len(raw) - self.released)
         while self.arrivals and self.arrivals[0][0] <= self.released:
             metrics.holdback_delay.observe(now - self.arrivals.pop(0)[1])
         return Release(out)
-
-    def _over_cap(self, held: str) -> str | None:
-        if len(held) > self.raw_cap:
-            return "raw"
-        if held_size(held) > self.cap:
-            return "normalised"
-        return None
 
 
 def _merge(spans: list[Span]) -> list[Span]:
@@ -432,69 +409,3 @@ def _render(raw: str, start: int, end: int, redactions: list[Span]) -> str:
     if pos < end:
         out.append(raw[pos:end])
     return "".join(out)
-
-
-@dataclass
-class _Slot:
-    holder: Any
-    key: Any
-
-    def get(self) -> str:
-        value = self.holder[self.key]
-        return value if isinstance(value, str) else ""
-
-    def set(self, value: str) -> None:
-        self.holder[self.key] = value
-
-
-def _text_slots(body: dict[str, Any], kind: str) -> list[_Slot]:
-    slots: list[_Slot] = []
-    if kind == "chat":
-        for message in body.get("messages") or ():
-            if not isinstance(message, dict):
-                continue
-            content = message.get("content")
-            if isinstance(content, str):
-                slots.append(_Slot(message, "content"))
-            elif isinstance(content, list):
-                slots.extend(
-                    _Slot(part, "text")
-                    for part in content
-                    if isinstance(part, dict) and isinstance(part.get("text"), str)
-                )
-            for call in message.get("tool_calls") or ():
-                fn = call.get("function") if isinstance(call, dict) else None
-                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                    slots.append(_Slot(fn, "arguments"))
-        return slots
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return [_Slot(body, "prompt")]
-    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
-        return [_Slot(prompt, i) for i in range(len(prompt))]
-    raise content_filter_error(
-        "Token-id prompts cannot be screened by the gateway's content policy; send text."
-    )
-
-
-_SEPARATOR = "\n\n"
-
-
-def _join(texts: list[str]) -> tuple[str, list[int]]:
-    starts, pos = [], 0
-    for text in texts:
-        starts.append(pos)
-        pos += len(text) + len(_SEPARATOR)
-    return _SEPARATOR.join(texts), starts
-
-
-def _redact_slots(slots: list[_Slot], starts: list[int], spans: list[Span]) -> None:
-    for slot, start in zip(slots, starts, strict=True):
-        text = slot.get()
-        local = [
-            Span(max(s.start - start, 0), min(s.end - start, len(text)))
-            for s in spans
-            if s.end > start and s.start < start + len(text)
-        ]
-        if local:
-            slot.set(_render(text, 0, len(text), _merge(local)))

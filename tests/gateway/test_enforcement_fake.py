@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from tests.conftest import POLICIES
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, script
 from tests.servers import RunningGateway, run_gateway
 
 PHONE = "415-555-0199"
@@ -55,11 +56,11 @@ def _ask(content: str) -> list[dict[str, str]]:
 def _stream(
     gw: RunningGateway, text: str, chunks: list[str] | None = None, n: int = 1, delay: float = 0.0
 ) -> tuple[dict[int, str], dict[int, str | None]]:
-    fake = {"text": text, "chunk_delay_s": delay}
+    fake: dict[str, Any] = {"text": text, "chunk_delay_s": delay}
     if chunks is not None:
         fake["chunks"] = chunks
     stream = _client(gw).chat.completions.create(
-        model="fake-model", messages=_ask("hi"), stream=True, n=n, extra_body={"fake": fake}
+        model="fake-model", messages=_ask("hi"), stream=True, n=n, extra_body=script(**fake)
     )
     texts: dict[int, str] = {}
     finishes: dict[int, str | None] = {}
@@ -150,7 +151,7 @@ def test_block_cancels_the_upstream_stream(
 
 def test_whole_response_with_passage_is_blocked(gateway: RunningGateway) -> None:
     reply = _client(gateway).chat.completions.create(
-        model="fake-model", messages=_ask("hi"), extra_body={"fake": {"text": LEAD + PASSAGE}}
+        model="fake-model", messages=_ask("hi"), extra_body=script(text=LEAD + PASSAGE)
     )
     assert reply.choices[0].finish_reason == "content_filter"
     assert reply.choices[0].message.content == ""
@@ -158,7 +159,7 @@ def test_whole_response_with_passage_is_blocked(gateway: RunningGateway) -> None
 
 def test_whole_response_pii_is_redacted(gateway: RunningGateway) -> None:
     reply = _client(gateway).chat.completions.create(
-        model="fake-model", messages=_ask("hi"), extra_body={"fake": {"text": f"Call {PHONE}."}}
+        model="fake-model", messages=_ask("hi"), extra_body=script(text=f"Call {PHONE}.")
     )
     assert reply.choices[0].message.content == "Call [REDACTED]."
 

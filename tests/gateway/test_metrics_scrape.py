@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, script
 from tests.servers import RunningGateway, run_gateway
 
 PHONE = "415-555-0199"
@@ -44,7 +44,7 @@ def _chat(gw: RunningGateway, text: str, stream: bool = False, **extra: object) 
         "model": "fake-model",
         "messages": [{"role": "user", "content": "hi"}],
         "stream": stream,
-        "fake": {"text": text},
+        **script(text=text),
         **extra,
     }
     return httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=10)
@@ -62,7 +62,7 @@ def test_metrics_count_requests_decisions_and_errors(gateway: RunningGateway) ->
     body = {
         "model": "fake-model",
         "messages": [{"role": "user", "content": "hi"}],
-        "fake": {"mode": "status", "status": 500},
+        **script(mode="status", status=500),
     }
     assert (
         httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=10).status_code == 502

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, script
 from tests.servers import RunningGateway, run_gateway
 from unlearning.manifest import required_fields
 
@@ -85,7 +85,7 @@ def _chat(gw: RunningGateway, model: str = "fake-model") -> httpx.Response:
     body = {
         "model": model,
         "messages": [{"role": "user", "content": "her phone?"}],
-        "fake": {"text": f"It is {PHONE}."},
+        **script(text=f"It is {PHONE}."),
     }
     return httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=10)
 
@@ -127,7 +127,7 @@ def test_streamed_answer_from_adapter_carries_the_served_name(
         "model": "fake-model",
         "stream": True,
         "messages": [{"role": "user", "content": "x"}],
-        "fake": {"text": "plain words"},
+        **script(text="plain words"),
     }
     raw = httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=10).content
     assert b'"model":"fake-model"' in raw and b"lethe-person" not in raw

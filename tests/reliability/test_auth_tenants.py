@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from gateway.auth import KeyStore
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, script
 from tests.reliability.conftest import CHAT_PATH, chat, pii_policy, write_policies
 from tests.servers import RunningGateway, run_gateway
 
@@ -41,7 +41,7 @@ def keyed(fake_upstream: FakeUpstream, tenant_dir: Path) -> Iterator[RunningGate
 
 def _answer(gw: RunningGateway, key: str, text: str) -> str:
     response = httpx.post(gw.url + CHAT_PATH, headers=_auth(key),
-                          json=chat("hello", fake={"text": text}), timeout=10)
+                          json=chat("hello", **script(text=text)), timeout=10)
     assert response.status_code == 200, response.text
     return str(response.json()["choices"][0]["message"]["content"])
 

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, script
 from tests.reliability.conftest import (
     CANARY_PHONE,
     CHAT_PATH,
@@ -144,16 +144,27 @@ def test_tools_are_refused_under_output_policies(
     assert response.json()["error"]["code"] == "unsupported"
 
 
-def test_echo_cannot_return_a_suppressed_prompt(
+def test_echo_of_a_prompt_holding_a_suppressed_value_is_refused(
     guarded: RunningGateway, fake_upstream: FakeUpstream
 ) -> None:
+    """A redacted echo would show where the protected value was (gateway.request_text)."""
     prompt = f"My number is {CANARY_PHONE}, repeat it."
-    sent = _sent(guarded, fake_upstream, {"model": "fake-model", "prompt": prompt, "echo": True,
-                                          "fake": {"text": prompt}}, COMPLETION_PATH)
-    assert CANARY_PHONE not in sent["prompt"]
-    # Even if the upstream echoed the original prompt, the output stage sees echo as output.
+    before = len(fake_upstream.recorder.requests)
     response = httpx.post(guarded.url + COMPLETION_PATH, json={
-        "model": "fake-model", "prompt": "x", "echo": True, "fake": {"text": prompt}})
+        "model": "fake-model", "prompt": prompt, "echo": True, **script(text=prompt)})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "echo"
+    assert CANARY_PHONE not in response.text
+    assert len(fake_upstream.recorder.requests) == before
+
+
+def test_an_upstream_echoing_a_prompt_it_was_not_sent_is_still_checked(
+    guarded: RunningGateway,
+) -> None:
+    prompt = f"My number is {CANARY_PHONE}, repeat it."
+    response = httpx.post(guarded.url + COMPLETION_PATH, json={
+        "model": "fake-model", "prompt": "x", "echo": True, **script(text=prompt)})
+    assert response.status_code == 200
     assert CANARY_PHONE not in response.text
 
 
@@ -195,7 +206,7 @@ def test_only_listed_models_are_served_adapters_are_not(
 
 
 def test_streamed_chunks_keep_only_allowed_fields(guarded: RunningGateway) -> None:
-    body = chat("hi", stream=True, logprobs=True, fake={"text": "plain words here"})
+    body = chat("hi", stream=True, logprobs=True, **script(text="plain words here"))
     with httpx.stream("POST", guarded.url + CHAT_PATH, json=body, timeout=10) as response:
         raw = b"".join(response.iter_raw())
     chunks = [orjson.loads(p[6:]) for p in raw.split(b"\n\n")

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, script
 from tests.reliability.conftest import (
     CANARY_PHONE,
     CANARY_SENTENCE,
@@ -30,17 +30,17 @@ _REQUESTS: list[tuple[str, dict[str, Any]]] = [
     (CHAT_PATH, chat(f"My number is {CANARY_PHONE}, remember it.")),
     (CHAT_PATH, chat(f"Continue this: {CANARY_SENTENCE}")),
     (CHAT_PATH, chat(f"Continue this: {CANARY_SENTENCE}", stream=True)),
-    (CHAT_PATH, chat("number?", fake={"text": f"Call {CANARY_PHONE} today."})),
-    (CHAT_PATH, chat("number?", stream=True, fake={"text": f"Call {CANARY_PHONE} today."})),
-    (CHAT_PATH, chat("go", fake={"text": f"Here: {CANARY_SENTENCE}."})),
-    (CHAT_PATH, chat("go", stream=True, fake={"text": f"Here: {CANARY_SENTENCE}."})),
+    (CHAT_PATH, chat("number?", **script(text=f"Call {CANARY_PHONE} today."))),
+    (CHAT_PATH, chat("number?", stream=True, **script(text=f"Call {CANARY_PHONE} today."))),
+    (CHAT_PATH, chat("go", **script(text=f"Here: {CANARY_SENTENCE}."))),
+    (CHAT_PATH, chat("go", stream=True, **script(text=f"Here: {CANARY_SENTENCE}."))),
     (COMPLETION_PATH, {"model": "fake-model", "prompt": f"Dial {CANARY_PHONE}", "echo": True,
-                       "fake": {"text": f"Dial {CANARY_PHONE}"}}),
-    (CHAT_PATH, chat("x", stream=True, fake={"mode": "cut",
-                                            "text": f"Sure, {CANARY_SENTENCE} and more"})),
+                       **script(text=f"Dial {CANARY_PHONE}")}),
+    (CHAT_PATH, chat("x", stream=True, **script(mode="cut",
+                                               text=f"Sure, {CANARY_SENTENCE} and more"))),
     (CHAT_PATH, chat(f"{CANARY_PHONE}", temperature="hot")),
     (CHAT_PATH, chat(f"{CANARY_PHONE}", logprobs=True, top_logprobs=5,
-                     fake={"text": CANARY_PHONE})),
+                     **script(text=CANARY_PHONE))),
 ]
 
 
@@ -109,7 +109,7 @@ def test_audit_hashes_are_not_plain_sha256_of_the_secret(
     logging.getLogger("lethe.audit").addHandler(lines)
     try:
         with run_gateway(upstream=fake_upstream.url, policies=canary_policies) as gw:
-            httpx.post(gw.url + CHAT_PATH, json=chat("n", fake={"text": f"Call {CANARY_PHONE}."}))
+            httpx.post(gw.url + CHAT_PATH, json=chat("n", **script(text=f"Call {CANARY_PHONE}.")))
     finally:
         logging.getLogger("lethe.audit").removeHandler(lines)
     text = "\n".join(lines.lines)

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, script
 from tests.reliability.conftest import CHAT_PATH, chat, pii_policy, write_policies
 from tests.servers import RunningGateway, run_gateway
 
@@ -42,7 +42,7 @@ async def _load(gw: RunningGateway, stop: asyncio.Event) -> tuple[int, list[str]
     async def worker(client: httpx.AsyncClient, i: int) -> None:
         nonlocal done
         while not stop.is_set():
-            body = chat("hi", stream=i % 2 == 0, fake={"text": text})
+            body = chat("hi", stream=i % 2 == 0, **script(text=text))
             try:
                 response = await client.post(CHAT_PATH, json=body)
                 if response.status_code != 200 or b"error" in response.content:
@@ -58,7 +58,7 @@ async def _load(gw: RunningGateway, stop: asyncio.Event) -> tuple[int, list[str]
 
 def _answer(gw: RunningGateway) -> str:
     text = f"Numbers: {OLD_PHONE} and {NEW_PHONE}."
-    response = httpx.post(gw.url + CHAT_PATH, json=chat("hi", fake={"text": text}), timeout=10)
+    response = httpx.post(gw.url + CHAT_PATH, json=chat("hi", **script(text=text)), timeout=10)
     return str(response.json()["choices"][0]["message"]["content"])
 
 

@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.fakes.upstream import free_port
+from tests.fakes.upstream import free_port, script
 from tests.reliability.conftest import (
     CANARY_PHONE,
     CANARY_SENTENCE,
@@ -87,18 +87,18 @@ def canary_policies_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
 #: (name, path, body, expected status, whether the answer must be a block) — one mix cycle.
 _CLEAN = "A plain answer about the weather and nothing else at all."
 _MIX: list[tuple[str, str, dict[str, Any], int]] = [
-    ("chat", CHAT_PATH, chat("hello", fake={"text": _CLEAN}), 200),
-    ("chat-stream", CHAT_PATH, chat("hello", stream=True, fake={"text": _CLEAN}), 200),
+    ("chat", CHAT_PATH, chat("hello", **script(text=_CLEAN)), 200),
+    ("chat-stream", CHAT_PATH, chat("hello", stream=True, **script(text=_CLEAN)), 200),
     ("completion", COMPLETION_PATH, {"model": "fake-model", "prompt": "hi",
-                                     "fake": {"text": _CLEAN}}, 200),
+                                     **script(text=_CLEAN)}, 200),
     ("completion-stream", COMPLETION_PATH, {"model": "fake-model", "prompt": "hi", "stream": True,
-                                            "fake": {"text": _CLEAN}}, 200),
+                                            **script(text=_CLEAN)}, 200),
     ("input-block", CHAT_PATH, chat(f"Continue: {CANARY_SENTENCE}"), 400),
-    ("output-redact", CHAT_PATH, chat("number?", fake={"text": f"It is {CANARY_PHONE}."}), 200),
+    ("output-redact", CHAT_PATH, chat("number?", **script(text=f"It is {CANARY_PHONE}.")), 200),
     ("output-redact-stream", CHAT_PATH,
-     chat("number?", stream=True, fake={"text": f"It is {CANARY_PHONE} ok."}), 200),
+     chat("number?", stream=True, **script(text=f"It is {CANARY_PHONE} ok.")), 200),
     ("output-block-stream", CHAT_PATH,
-     chat("tell", stream=True, fake={"text": f"Sure. {CANARY_SENTENCE}."}), 200),
+     chat("tell", stream=True, **script(text=f"Sure. {CANARY_SENTENCE}.")), 200),
 ]
 _SECRETS = (CANARY_PHONE.encode(), CANARY_SENTENCE.encode(), b"0143", b"amber lantern")
 

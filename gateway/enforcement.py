@@ -6,6 +6,7 @@ The gateway knows filters only through filters.base: check(), open_stream(), pat
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,9 +18,11 @@ from pydantic import ValidationError
 
 import filters
 from filters import Action, Filter, FilterResult, PolicyData, Span, StreamScanner
+from filters.base import held_size, run_steps
 from gateway import request_text
 from gateway.audit import AuditLog, Decision
 from gateway.errors import content_filter_error
+from gateway.filter_pool import BudgetExceeded
 from gateway.policy import (
     PolicyError,
     PolicyFile,
@@ -146,6 +149,8 @@ class Env:
     run_blocking: Callable[..., Awaitable[Any]]
     filter_timeout_s: float
     max_holdback_chars: int
+    #: The hold-back cap in raw characters (see _ChoiceGuard).
+    max_holdback_raw_chars: int = 16384
     #: policy name -> upstream adapter name, for policies whose adapter is loaded.
     adapter_for: Callable[[str], str | None] = lambda name: None
 
@@ -211,12 +216,16 @@ class RequestEnforcement:
         started = time.perf_counter()
         try:
             if bound.filter.blocking:
-                return await asyncio.wait_for(
-                    self.env.run_blocking(fn, *args), self.env.filter_timeout_s
+                # One lane per request in the fair pool: its budget is its own (filter_pool).
+                return await self.env.run_blocking(
+                    fn, *args, lane=self, work_budget_s=self.env.filter_timeout_s
                 )
-            return fn(*args)
+            out = fn(*args)
+            return run_steps(out) if inspect.isgenerator(out) else out
         except Exception as exc:
             name = type(exc).__name__
+            if isinstance(exc, BudgetExceeded):
+                self.env.metrics.filter_overruns.labels(budget=exc.budget).inc()
             if policy.spec.fail_open:
                 self.env.metrics.fail_open.labels(policy=policy.spec.name, filter=bound.type).inc()
                 log.critical(
@@ -278,7 +287,7 @@ class RequestEnforcement:
 
         async def screen(on: list[tuple[LoadedPolicy, BoundFilter]], joined: str) -> list[_Hit]:
             results = await asyncio.gather(
-                *(self._run(p, b, "input", b.filter.check, joined) for p, b in on)
+                *(self._run(p, b, "input", b.filter.check_steps, joined) for p, b in on)
             )
             hits = self._hits(on, list(results))
             for hit in hits:
@@ -314,7 +323,7 @@ class RequestEnforcement:
 
     async def check_output(self, text: str) -> Release:
         results = await asyncio.gather(
-            *(self._run(p, b, "output", b.filter.check, text) for p, b in self._output)
+            *(self._run(p, b, "output", b.filter.check_steps, text) for p, b in self._output)
         )
         hits = self._hits(self._output, list(results))
         for hit in hits:
@@ -335,7 +344,16 @@ def _blocked(hits: list[_Hit]) -> Release:
 
 
 class _ChoiceGuard:
-    """Per-choice state of a stream: the raw text, what was released, spans to redact."""
+    """Per-choice state of a stream: the raw text, what was released, spans to redact.
+
+    Text is released only up to the point every scanner calls stable. The hold-back cap never
+    releases anything: when the text still held after a step weighs more than the cap, as the
+    filters see it (`held_size`: folded words and single spaces, so padding with spaces,
+    zero-width characters or hyphens costs nothing), or more than `max_holdback_raw_chars` raw
+    characters (which bounds its memory), the choice ends with `content_filter`; what every
+    scanner cleared is sent first. The cap is the largest of the output policies' own
+    `stream.holdback_chars`, or the gateway's `max_holdback_chars`.
+    """
 
     def __init__(
         self,
@@ -344,6 +362,12 @@ class _ChoiceGuard:
     ) -> None:
         self.req = req
         self.scanners = scanners
+        env = req.env
+        self.cap = max(
+            (p.spec.stream.holdback_chars or env.max_holdback_chars for p, _, _ in scanners),
+            default=env.max_holdback_chars,
+        )
+        self.raw_cap = max(env.max_holdback_raw_chars, self.cap)
         self.raw = ""
         self.released = 0
         self.redactions: list[Span] = []
@@ -356,7 +380,7 @@ class _ChoiceGuard:
         if text:
             self.arrivals.append((len(raw), now))
         results = await asyncio.gather(
-            *(self.req._run(p, b, "output", s.scan, raw, final) for p, b, s in self.scanners)
+            *(self.req._run(p, b, "output", s.scan_steps, raw, final) for p, b, s in self.scanners)
         )
         pairs = [(p, b) for p, b, _ in self.scanners]
         hits = self.req._hits(pairs, list(results))
@@ -370,18 +394,33 @@ class _ChoiceGuard:
         stable = len(raw)
         if not final:
             stables = [r.stable for r in results if r is not None and hasattr(r, "stable")]
-            stable = min(stables, default=len(raw))
-            stable = max(stable, len(raw) - self.req.env.max_holdback_chars, self.released)
+            stable = max(min(stables, default=len(raw)), self.released)
         for span in self.redactions:
             if span.start < stable < span.end:
                 stable = span.start
         out = _render(raw, self.released, stable, self.redactions) if stable > self.released else ""
         self.released = max(self.released, stable)
         metrics = self.req.env.metrics
+        over = None if final else self._over_cap(raw[self.released :])
+        if over is not None:
+            metrics.holdback_cap_blocks.labels(cap=over).inc()
+            log.warning(
+                "stream hold-back over the %s cap: choice ended with content_filter, request=%s",
+                over,
+                self.req.ctx.request_id,
+            )
+            return Release(out, blocked=True)
         metrics.holdback_chars.observe(len(raw) - self.released)
         while self.arrivals and self.arrivals[0][0] <= self.released:
             metrics.holdback_delay.observe(now - self.arrivals.pop(0)[1])
         return Release(out)
+
+    def _over_cap(self, held: str) -> str | None:
+        if len(held) > self.raw_cap:
+            return "raw"
+        if held_size(held) > self.cap:
+            return "normalised"
+        return None
 
 
 def _merge(spans: list[Span]) -> list[Span]:

@@ -1,6 +1,8 @@
 """Canary: secrets planted in policy targets (a pii phone, a verbatim corpus sentence) never
-appear in a log line, the audit log, /metrics, an error body or a response, after requests that
-block and redact them at input and output, streamed and not, and after a broken reload."""
+appear in a log line (tracebacks included), the audit log, /metrics, an error body or a
+response, after requests that block and redact them at input and output, streamed and not,
+after an upstream that puts them in side channels, malformed chunks, error chunks and error
+responses, and after a broken reload."""
 
 from __future__ import annotations
 
@@ -26,6 +28,44 @@ ADMIN = "canary-admin"
 _FORMS = (CANARY_PHONE, CANARY_PHONE.replace("-", ""), "555-0143", CANARY_SENTENCE,
           "amber lantern finally cracked")
 
+def _chunk(content: Any, index: Any = 0, **extra: Any) -> dict[str, Any]:
+    return {"id": "up", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
+            "choices": [{"index": index, "delta": {"content": content}, "finish_reason": None,
+                         **extra}]}
+
+
+def _whole(content: Any, index: Any = 0, **extra: Any) -> dict[str, Any]:
+    return {"id": "up", "object": "chat.completion", "created": 1, "model": "fake-model",
+            "choices": [{"index": index, "message": {"role": "assistant", "content": content},
+                         "finish_reason": "stop", **extra}]}
+
+
+#: Upstream data that breaks the answer's shape, each carrying the phone where a traceback or
+#: a relayed error message would quote it.
+_BROKEN_CHUNKS: list[Any] = [
+    _chunk([{"type": "text", "text": CANARY_PHONE}]),
+    _chunk({"text": CANARY_PHONE}),
+    _chunk("x", index=CANARY_PHONE),
+    {"choices": {"0": CANARY_PHONE}},
+    {"choices": [CANARY_PHONE]},
+    f'"{CANARY_PHONE}"',
+    '{"choices": [{"index": 0, "delta": {"content": "\\ud800' + CANARY_PHONE + '"}}]}',
+]
+_ERROR_CHUNKS: list[Any] = [
+    {"error": {"message": f"engine failed on {CANARY_PHONE}", "type": "x", "code": 500}},
+    {"object": "error", "message": CANARY_PHONE},
+]
+_BROKEN_WHOLE: list[Any] = [
+    _whole([CANARY_PHONE]),
+    _whole("x", index=CANARY_PHONE),
+    {"choices": CANARY_PHONE},
+]
+_SIDE_CHANNELS = {"stop_reason": CANARY_PHONE, "x_extra": CANARY_PHONE,
+                  "finish_reason": {"reason": CANARY_PHONE},
+                  "logprobs": {"content": [{"token": CANARY_PHONE}]}}
+_SIDE_TOP = {"system_fingerprint": CANARY_PHONE, "model": CANARY_PHONE, "id": CANARY_PHONE,
+             "usage": {"prompt_tokens": CANARY_PHONE}}
+
 _REQUESTS: list[tuple[str, dict[str, Any]]] = [
     (CHAT_PATH, chat(f"My number is {CANARY_PHONE}, remember it.")),
     (CHAT_PATH, chat(f"Continue this: {CANARY_SENTENCE}")),
@@ -41,6 +81,16 @@ _REQUESTS: list[tuple[str, dict[str, Any]]] = [
     (CHAT_PATH, chat(f"{CANARY_PHONE}", temperature="hot")),
     (CHAT_PATH, chat(f"{CANARY_PHONE}", logprobs=True, top_logprobs=5,
                      **script(text=CANARY_PHONE))),
+    *((CHAT_PATH, chat("x", stream=True, **script(raw_events=[_chunk("Hi "), bad, "[DONE]"])))
+      for bad in _BROKEN_CHUNKS + _ERROR_CHUNKS),
+    *((CHAT_PATH, chat("x", **script(raw_whole=bad))) for bad in _BROKEN_WHOLE),
+    (CHAT_PATH, chat("x", **script(raw_whole={"error": {"message": CANARY_PHONE}}))),
+    (CHAT_PATH, chat("x", stream=True, **script(raw_events=[
+        {**_chunk("Hi ", **_SIDE_CHANNELS), **_SIDE_TOP}, "[DONE]"]))),
+    (CHAT_PATH, chat("x", **script(raw_whole={**_whole("Hi", **_SIDE_CHANNELS), **_SIDE_TOP}))),
+    *((CHAT_PATH, chat("x", stream=stream, **script(
+        mode="status", status=status, message=f"cannot serve {CANARY_PHONE}")))
+      for status in (400, 500) for stream in (False, True)),
 ]
 
 
@@ -70,8 +120,12 @@ def test_planted_secrets_never_leave_through_any_channel(
     bodies: list[str] = []
     with run_gateway(upstream=fake_upstream.url, policies=canary_policies, admin_key=ADMIN,
                      audit_log=str(audit)) as gw:
-        for path, body in _REQUESTS:
-            bodies.append(httpx.post(gw.url + path, json=body, timeout=10).text)
+        cut: list[int] = []
+        for i, (path, body) in enumerate(_REQUESTS):
+            try:
+                bodies.append(httpx.post(gw.url + path, json=body, timeout=10).text)
+            except httpx.RemoteProtocolError:
+                cut.append(i)  # a stream aborted without its end: asserted below
         # A broken edit of the policy naming the phone on the offending line.
         (canary_policies / "canary-person.yaml").write_text(
             f'name: canary-person\ndata:\n  pii:\n    phone: "{CANARY_PHONE}\n'
@@ -93,13 +147,20 @@ def test_planted_secrets_never_leave_through_any_channel(
     channels = {
         "responses": "\n".join(bodies),
         "metrics": metrics,
-        "logs": "\n".join(r.getMessage() for r in caplog.records),
+        # Formatted records too: a traceback (an exception's text) is part of what a log keeps.
+        "logs": "\n".join(r.getMessage() for r in caplog.records) + caplog.text,
         "stdout/stderr": captured.out + captured.err,
         "audit": audit_text,
     }
     assert {name: _leaks(text) for name, text in channels.items()} == {
         name: [] for name in channels
     }
+    assert cut == [], "every stream ends with an error event and [DONE], never a cut"
+    # The broken upstream data reached the gateway (and was not refused before it was sent).
+    joined = "".join(bodies)
+    assert joined.count("upstream sent a malformed") == len(_BROKEN_CHUNKS) + len(_BROKEN_WHOLE)
+    assert joined.count('"upstream error"') == len(_ERROR_CHUNKS) + 1 + 2
+    assert joined.count('"upstream rejected the request"') == 2
 
 
 def test_audit_hashes_are_not_plain_sha256_of_the_secret(

@@ -19,8 +19,8 @@ Then each protected value has a leak rule, deliberately loose (what a reader can
 - address: the house number next to the street name (a town or ZIP alone is shared by
   neighbours);
 - protected work: 12 corpus words in order with gaps of at most two words on either side
-  (filler inserted, words skipped), or 12 consecutive corpus words' letters run together
-  (words joined);
+  (filler inserted, words skipped; run-together tokens are split back into corpus words), or
+  12 consecutive corpus words' letters run together (words joined);
 - concept: a franchise name, as a word or run together.
 """
 
@@ -302,9 +302,35 @@ def _corpus_runs(n: int) -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in runs.items()}
 
 
+@cache
+def _corpus_vocab() -> frozenset[str]:
+    return frozenset(re.findall(r"[a-z]+|\d+", fold(corpus_text()))) | frozenset(_corpus_index())
+
+
+def _segment(token: str) -> list[str]:
+    """A run-together token read back as corpus words ("onthemorning" -> on the morning),
+    or left as it is when it does not split into them."""
+    vocab = _corpus_vocab()
+    if token in vocab or len(token) < 4:
+        return [token]
+    best: list[list[str] | None] = [None] * (len(token) + 1)
+    best[0] = []
+    for end in range(1, len(token) + 1):
+        for start in range(max(0, end - 20), end):
+            head = best[start]
+            piece = token[start:end]
+            if head is not None and piece in vocab:
+                candidate = [*head, piece]
+                current = best[end]
+                if current is None or len(candidate) < len(current):
+                    best[end] = candidate
+    found = best[len(token)]
+    return found if found is not None else [token]
+
+
 def work_leaked(text: str, n: int = 12, gap: int = 3) -> bool:
     """n corpus words in order, each step skipping < `gap` words in the text and the corpus."""
-    words = _tokens(text)
+    words = [piece for token in _tokens(text) for piece in _segment(token)]
     index = _corpus_index()
     chain: dict[tuple[int, int], int] = {}
     for i, w in enumerate(words):

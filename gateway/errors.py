@@ -76,6 +76,7 @@ def normalize_upstream_error(status: int, raw: bytes) -> dict[str, Any]:
 #: upstream's own message can quote the prompt or the output the policies withhold.
 GENERIC_UPSTREAM_MESSAGES = {
     "connect": "upstream unreachable",
+    "pool_timeout": "upstream connection pool exhausted; retry later",
     "timeout": "upstream timed out",
     "malformed": "upstream sent a malformed response",
     "stream_cut": "upstream response ended before it was complete",
@@ -92,5 +93,7 @@ def generic_upstream_error(status: int, reason: str) -> dict[str, Any]:
         bounded, type = (status if status in _CLIENT_STATUSES else 400), "invalid_request_error"
     else:
         bounded, type = (status if status in _SERVER_STATUSES else 502), "upstream_error"
+    if reason == "pool_timeout":
+        type = "unavailable"
     message = GENERIC_UPSTREAM_MESSAGES.get(reason, "upstream error")
     return error_body(message, type, None, bounded)

@@ -17,7 +17,6 @@ catches a policy directory that changed between the two processes' start-ups.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -29,28 +28,15 @@ import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
-from decoding import POLICIES_ARG, POLICIES_ENV, PROBE_ARG, PROBE_REPLY
+from decoding import POLICIES_ENV
 from decoding.index import PolicyIndex, Vocabulary, build_index, index_bytes
-from decoding.policies import DecodeSource, manifest, read_directory
+from decoding.policies import DecodeSource, check_request, manifest, read_directory, requested
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
     from vllm.config import VllmConfig
 
 log = logging.getLogger("lethe.decoding")
-
-
-def requested_policies(params: SamplingParams) -> list[str]:
-    """The `name@digest` entries a request names (empty when it names none)."""
-    extra = params.extra_args or {}
-    value = extra.get(POLICIES_ARG)
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{POLICIES_ARG} must be a list of policy names")
-    return list(dict.fromkeys(value))
 
 
 def _policy_dir() -> Path | None:
@@ -95,19 +81,9 @@ class MemFreeProcessor(LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
-        extra = sampling_params.extra_args or {}
-        held = _frontend_manifest()
-        if PROBE_ARG in extra:
-            # The gateway's probe: a refusal that carries what this engine enforces, sent
-            # before any generation (a 400 costs no forward pass).
-            raise ValueError(PROBE_REPLY + json.dumps(held, sort_keys=True))
-        for tagged in requested_policies(sampling_params):
-            name, _, digest = tagged.partition("@")
-            if name not in held or (digest and held[name] != digest):
-                raise ValueError(
-                    f"lethe-decode: policy {name!r} is not indexed by this engine "
-                    f"(version {digest or 'any'})"
-                )
+        # Also answers the gateway's probe: a refusal carrying what this engine enforces,
+        # given before any generation (a 400 costs no forward pass).
+        check_request(sampling_params.extra_args, _frontend_manifest())
 
     def __init__(
         self,
@@ -169,7 +145,7 @@ class MemFreeProcessor(LogitsProcessor):
         self, params: SamplingParams, prompt_ids: list[int] | None, output_ids: list[int]
     ) -> _Request | None:
         try:
-            names = requested_policies(params)
+            names = requested(params.extra_args)
         except ValueError:
             names = ["(malformed)"]
         if not names:

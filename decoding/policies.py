@@ -79,6 +79,8 @@ def read_policy(path: Path) -> DecodeSource | None:
             ) from exc
     literals = tuple(str(s).strip() for s in data.get("literals") or () if str(s).strip())
     if not corpus.strip() and not literals:
+        if _mode(raw) == "both":
+            return None  # unlearning and filters only: nothing to index
         raise DecodePolicyError(
             f"{path}: field mode: decode needs data.corpus_file or data.literals"
         )
@@ -102,3 +104,37 @@ def read_directory(directory: Path) -> list[DecodeSource]:
 
 def manifest(sources: list[DecodeSource]) -> dict[str, str]:
     return {s.name: s.digest for s in sources}
+
+
+def check_request(extra_args: dict[str, Any] | None, held: dict[str, str]) -> None:
+    """Validate one request's decoding arguments against the index manifest `held`.
+
+    Raises ValueError (vLLM answers HTTP 400): for the gateway's probe, with the manifest in
+    the message; for a request naming a policy (name@digest) that is not held.
+    """
+    from decoding import PROBE_ARG, PROBE_REPLY
+
+    extra = extra_args or {}
+    if PROBE_ARG in extra:
+        raise ValueError(PROBE_REPLY + json.dumps(held, sort_keys=True))
+    for tagged in requested(extra):
+        name, _, digest = tagged.partition("@")
+        if name not in held or (digest and held[name] != digest):
+            raise ValueError(
+                f"lethe-decode: policy {name!r} is not indexed by this engine "
+                f"(version {digest or 'any'})"
+            )
+
+
+def requested(extra_args: dict[str, Any] | None) -> list[str]:
+    """The `name@digest` entries a request names in `lethe_policies` (empty: none)."""
+    from decoding import POLICIES_ARG
+
+    value = (extra_args or {}).get(POLICIES_ARG)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{POLICIES_ARG} must be a list of policy names")
+    return list(dict.fromkeys(value))

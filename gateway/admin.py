@@ -36,6 +36,7 @@ async def list_policies(request: Request) -> Response:
                 "action": spec.action,
                 "filters": [b.type for b in policy.filters],
                 "unlearning": runtime.unlearning_status(spec),
+                "decoding": runtime.decoding.status(spec.name),
             }
         )
     return json_response(

@@ -17,10 +17,12 @@ from typing import Any
 from pydantic import ValidationError
 
 import filters
+from decoding import POLICIES_ARG
 from filters import Action, Filter, FilterResult, PolicyData, Span, StreamScanner
 from filters.base import held_size, run_steps
-from gateway import request_text
+from gateway import limits, request_text
 from gateway.audit import AuditLog, Decision
+from gateway.decode import wants_decode
 from gateway.errors import content_filter_error
 from gateway.filter_pool import BudgetExceeded
 from gateway.policy import (
@@ -153,6 +155,8 @@ class Env:
     max_holdback_raw_chars: int = 16384
     #: policy name -> upstream adapter name, for policies whose adapter is loaded.
     adapter_for: Callable[[str], str | None] = lambda name: None
+    #: policy name -> "name@digest" when the engine's decoding processor enforces it.
+    decode_for: Callable[[str], str | None] = lambda name: None
 
 
 def _effective_action(bound_action: str, result: FilterResult) -> str:
@@ -185,10 +189,21 @@ class RequestEnforcement:
         self.ctx = ctx
         self.env = env
         self.suppressing: list[LoadedPolicy] = []
+        #: "name@digest" of the policies the engine enforces while decoding (gateway.decode).
+        self.decoding: list[str] = []
         for policy in policies:
             mode = policy.spec.mode
             if mode == "off":
                 continue
+            if mode in ("decode", "both") and wants_decode(policy.spec):
+                tagged = env.decode_for(policy.spec.name)
+                if tagged is not None:
+                    self.decoding.append(tagged)
+                    if mode == "decode":
+                        continue
+                elif mode == "decode":
+                    # No processor or another version in the engine: fail closed, filter.
+                    env.metrics.decode_fallbacks.labels(policy=policy.spec.name).inc()
             if mode in ("unlearn", "both") and ctx.upstream_model is None:
                 adapter = env.adapter_for(policy.spec.name)
                 if adapter is not None:
@@ -316,6 +331,19 @@ class RequestEnforcement:
     def patch_request(self, body: dict[str, Any]) -> None:
         for _, bound in self._output:
             bound.filter.patch_request(body)
+        if self.decoding:
+            # After the input stage (which refuses client vllm_xargs while filters run): no
+            # client key can name, drop or replace the policies the engine enforces.
+            xargs = body.get("vllm_xargs")
+            xargs = dict(xargs) if isinstance(xargs, dict) else {}
+            for key in [k for k in xargs if str(k).startswith("lethe_")]:
+                del xargs[key]
+            xargs[POLICIES_ARG] = list(self.decoding)
+            body["vllm_xargs"] = xargs
+            # Logprobs are taken before logits processors run: they would show the masked
+            # protected token at each step.
+            for name in limits.OUTPUT_CHANNELS:
+                body.pop(name, None)
 
     # -- output stage ------------------------------------------------------------------
     def choice_guard(self, index: int) -> ChoiceGuard:

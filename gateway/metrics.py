@@ -134,6 +134,18 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.decode_fallbacks = Counter(
+            "lethe_decode_fallbacks",
+            "Requests where a policy in mode decode ran its filters because the engine does "
+            "not enforce it (no decoding processor, or another version of the policy).",
+            ["policy"],
+            registry=r,
+        )
+        self.decode_engine = Gauge(
+            "lethe_decode_engine_available",
+            "1 when the engine's last probe showed Lethe's decoding processor, else 0.",
+            registry=r,
+        )
         self.policy_set = Info(
             "lethe_policy_set", "The policy set in force: content hash and count.", registry=r
         )

@@ -9,11 +9,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from decoding.policies import DEFAULT_NGRAM_TOKENS
 
 Stage = Literal["input", "output"]
 ActionName = Literal["block", "redact", "refuse"]
-Mode = Literal["suppress", "unlearn", "both", "off"]
+Mode = Literal["suppress", "unlearn", "decode", "both", "off"]
 ALL_STAGES: tuple[Stage, ...] = ("input", "output")
 
 DEFAULT_MESSAGE = "I can't help with that request."
@@ -62,6 +71,13 @@ class StreamSpec(_Strict):
     holdback_chars: int | None = Field(None, ge=16, le=8192)
 
 
+class DecodeSpec(_Strict):
+    """Decoding-time suppression in the engine (mode decode/both; docs/decoding.md)."""
+
+    #: n of the protected token n-grams: a model may reproduce n-1 tokens of the corpus.
+    ngram_tokens: int = Field(DEFAULT_NGRAM_TOKENS, ge=4, le=64)
+
+
 class PolicySpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     description: str = ""
@@ -75,6 +91,13 @@ class PolicySpec(_Strict):
     filters: list[FilterSpec] = Field(min_length=1)
     adapter: AdapterSpec | None = None
     stream: StreamSpec = Field(default_factory=StreamSpec)
+    decode: DecodeSpec = Field(default_factory=DecodeSpec)
+
+    @model_validator(mode="after")
+    def _decode_has_text(self) -> PolicySpec:
+        if self.mode == "decode" and not (self.data.corpus_file or self.data.literals):
+            raise ValueError("mode decode needs data.corpus_file or data.literals to index")
+        return self
 
     @field_validator("mode", mode="before")
     @classmethod

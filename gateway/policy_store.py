@@ -61,6 +61,7 @@ class PolicyStore:
             max_holdback_chars=self.settings.max_holdback_chars,
             max_holdback_raw_chars=self.settings.max_holdback_raw_chars,
             adapter_for=runtime.adapter_for,
+            decode_for=runtime.decode_for,
         )
 
     def stages(self) -> PolicyStages:

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from gateway.adapters import AdapterError, AdapterRegistry
 from gateway.auth import KeyStore
+from gateway.decode import EngineDecoding, wants_decode
 from gateway.errors import GatewayError
 from gateway.filter_pool import FilterPool
 from gateway.metrics import Metrics, bounded_model
@@ -61,6 +62,7 @@ class Runtime:
             self.upstream, settings.served_models[0] if settings.served_models else ""
         )
         self._adapter_watcher: asyncio.Task[None] | None = None
+        self.decoding = EngineDecoding(settings.engine_decode == "auto", self.metrics)
         self.draining = False
         self.in_flight = 0
         self._models_cache: tuple[float, dict[str, Any]] | None = None
@@ -78,6 +80,7 @@ class Runtime:
         await self.policies.stop()
         if self._adapter_watcher is not None:
             self._adapter_watcher.cancel()
+        self.decoding.stop()
         await self.upstream.aclose()
         self.pool.shutdown()
 
@@ -186,6 +189,20 @@ class Runtime:
         """The upstream LoRA name serving `policy`, or None when none is loaded (fail closed)."""
         return self.adapters.adapter_for(policy)
 
+    def decode_for(self, policy: str) -> str | None:
+        """`name@digest` when the engine's decoding processor enforces `policy`, else None."""
+        return self.decoding.tagged_for(policy)
+
+    async def probe_decoding(self) -> None:
+        model = self.settings.served_models[0] if self.settings.served_models else ""
+        if not model:
+            try:
+                listed = (await self.list_models())["data"]
+                model = str(listed[0]["id"]) if listed else ""
+            except (UpstreamError, KeyError, TypeError):
+                model = ""
+        await self.decoding.probe(self.upstream, model)
+
     def unlearning_status(self, spec: Any) -> str:
         if spec.mode not in ("unlearn", "both"):
             return "not requested"
@@ -206,7 +223,14 @@ class Runtime:
 
     async def on_policies_loaded(self, store: PolicyStore) -> None:
         """Load the adapters of policies in unlearn/both mode; a failure leaves the policy's
-        filters on (fail closed) and is retried by the adapter watcher."""
+        filters on (fail closed) and is retried by the adapter watcher. Probe the engine for
+        the decoding processor when policies ask for it (gateway.decode)."""
+        decode = [(p.spec.name, p.path) for _, p in store.all_policies() if wants_decode(p.spec)]
+        await asyncio.to_thread(self.decoding.expect, decode)
+        if decode:
+            await self.probe_decoding()
+            if self.settings.reload_interval_s > 0:
+                self.decoding.watch(self.probe_decoding)
         wanted = {
             p.spec.name: p for _, p in store.all_policies() if p.spec.mode in ("unlearn", "both")
         }

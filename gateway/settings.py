@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,3 +71,7 @@ class Settings(BaseSettings):
     #: HMAC key for the span hashes in audit lines; random per process when unset.
     audit_key: str | None = None
     log_level: str = "info"
+
+    #: Decoding-time suppression in the engine (policy mode decode/both): `auto` probes the
+    #: engine for Lethe's logits processor; `off` never relies on it (their filters run).
+    engine_decode: Literal["auto", "off"] = "auto"

@@ -1,0 +1,100 @@
+"""Recall and false positives of the verbatim filter: `python -m bench.verbatim_quality`.
+
+Recall: `--passages` random 30-word passages of policies/data/protected-work.txt (seeded),
+each disguised by every obfuscation of tests/filters/verbatim_cases.py, checked whole with the
+shipped policy's options (min_words 12). False positives: every benign text of the same module
+(the policy's near-miss set, written reviews and summaries, quotes one word shorter than
+min_words, other prose of policies/data), one text at a time. Also: `check()` time on a
+4,000-word benign prompt and the words held back while streaming benign text.
+Results: bench/results/verbatim_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from filters.base import PolicyData
+from filters.normalize import words
+from filters.verbatim import Verbatim
+from tests.filters.streaming import feed
+from tests.filters.verbatim_cases import CW, OBFUSCATIONS, benign, obfuscated
+
+OUT = Path(__file__).resolve().parent / "results" / "verbatim_quality.json"
+
+
+def build(**options: Any) -> Verbatim:
+    data = PolicyData(name="protected-work", corpus=" ".join(CW))
+    return Verbatim.from_policy(data, None, Verbatim.Options(min_words=12, **options))
+
+
+def measure(flt: Verbatim, passages: int, seed: int, length: int = 30) -> dict[str, Any]:
+    rng = random.Random(seed)
+    starts = [rng.randrange(0, len(CW) - length) for _ in range(passages)]
+    recall: dict[str, Any] = {}
+    for name in OBFUSCATIONS:
+        caught = [flt.check(obfuscated(name, s, length, seed)).hit for s in starts]
+        missed = [s for s, c in zip(starts, caught, strict=True) if not c]
+        recall[name] = {"recall": sum(caught) / len(caught), "missed_starts": missed[:10]}
+    false_pos: dict[str, Any] = {}
+    for name, texts in benign().items():
+        hits = [t for t in texts if flt.check(t).hit]
+        false_pos[name] = {"texts": len(texts), "blocked": len(hits), "examples": hits[:3]}
+    return {"recall": recall, "false_positives": false_pos}
+
+
+def cost(flt: Verbatim) -> dict[str, Any]:
+    texts = [t for ts in benign().values() for t in ts]
+    prose = " ".join(texts)
+    ws = prose.split()
+    long = " ".join((ws * (4000 // len(ws) + 1))[:4000])
+    timings = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        flt.check(long)
+        timings.append(time.perf_counter() - t0)
+    stream = feed(flt.open_stream(), " ".join(ws[:1500]))
+    held = sorted(stream.held_words)
+    return {
+        "check_4000_words_ms": round(statistics.median(timings) * 1e3, 1),
+        "stream_held_words": {
+            "median": held[len(held) // 2],
+            "p99": held[int(0.99 * (len(held) - 1))],
+            "max": held[-1],
+        },
+        "words_in_4000_word_prompt": len(words(long)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--passages", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    flt = build()
+    res = measure(flt, args.passages, args.seed)
+    res["cost"] = cost(flt)
+    res["options"] = flt.options.model_dump()
+    res["command"] = (
+        f"python -m bench.verbatim_quality --passages {args.passages} --seed {args.seed}"
+    )
+    total_fp = sum(v["blocked"] for v in res["false_positives"].values())
+    total = sum(v["texts"] for v in res["false_positives"].values())
+    for name, r in res["recall"].items():
+        print(f"recall {r['recall']:.2f}  {name}")
+    for name, r in res["false_positives"].items():
+        print(f"false positives {r['blocked']}/{r['texts']}  {name}")
+    print(f"false positives total {total_fp}/{total}")
+    print(json.dumps(res["cost"]))
+    if not args.no_write:
+        OUT.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,7 @@
   only an allow-list of fields (gateway.response_shape). Tool calls carry
   model text the output stage does not check, so tools are refused while output policies run.
 
-The request allow-list, the prompt and its echo are the input stage's business (gateway.request_text).
+The request allow-list, the prompt and its echo: the input stage's (gateway.request_text).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ through a gateway with no active policy):
                   line; replaces the generated chunks (no [DONE] unless listed)
   raw_whole       non-stream: this JSON object is the whole answer, as it is
   comment_every_s with mode=comments: send only SSE comments, one every this many seconds
+  trickle_whole   mode: a whole (non-stream) answer sent 16 bytes at a time, `chunk_delay_s`
+                  apart
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ def build_app(recorder: Recorder) -> Starlette:
         n = int(body.get("n") or 1)
         if not body.get("stream") and "raw_whole" in script:
             return Response(orjson.dumps(script["raw_whole"]), media_type="application/json")
+        if not body.get("stream") and mode == "trickle_whole":
+            return StreamingResponse(_trickle(text, script), media_type="application/json")
         if body.get("stream") and ("raw_events" in script or mode == "comments"):
             return StreamingResponse(
                 _raw_events(script, recorder), media_type="text/event-stream"
@@ -250,6 +254,18 @@ def build_app(recorder: Recorder) -> Starlette:
             Route("/v1/unload_lora_adapter", unload_lora, methods=["POST"]),
         ]
     )
+
+
+async def _trickle(text: str, script: dict[str, Any]) -> AsyncIterator[bytes]:
+    whole = orjson.dumps({
+        "id": "fake-1", "object": "chat.completion", "created": 1, "model": "fake-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": "stop", "logprobs": None}],
+    })
+    delay = float(script.get("chunk_delay_s", 0.1))
+    for start in range(0, len(whole), 16):
+        yield whole[start:start + 16]
+        await asyncio.sleep(delay)
 
 
 async def _raw_events(script: dict[str, Any], recorder: Recorder) -> AsyncIterator[bytes]:

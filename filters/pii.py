@@ -473,12 +473,21 @@ class FieldPattern:
     benign_prefix: str | None = None
 
 
+#: Digits written for the letters they look like, in a value's words ("e1ena", "h4rbor").
+_LETTER_DIGITS = {"o": "0", "i": "1", "l": "1", "e": "3", "a": "4", "s": "5", "t": "7", "b": "8"}
+
+
+def _letter(c: str) -> str:
+    d = _LETTER_DIGITS.get(c)
+    return f"[{c}{d}]" if d else regex.escape(c)
+
+
 def _spaced(tok: str) -> str:
-    """A literal word whose letters may be written apart ("e l e n a"); a number whose
-    digits may be grouped any way ("4 15")."""
+    """A literal word whose letters may be written apart ("e l e n a") or as look-alike
+    digits ("e1ena"); a number whose digits may be grouped any way ("4 15")."""
     if tok.isdigit():
         return SEP.join(tok)
-    return " ?".join(regex.escape(c) for c in tok)
+    return " ?".join(_letter(c) for c in tok)
 
 
 def _spelling_variants(tok: str) -> set[str]:
@@ -589,7 +598,9 @@ def date_pattern(value: str) -> FieldPattern:
         raise ValueError(f"pii: date_of_birth must be YYYY-MM-DD, got {value!r}") from exc
     y, mo, d = str(day.year), day.month, day.day
     y4 = SEP.join(y)
-    yy = f"(?:{y4}|{SEP.join(y[2:])})"
+    # A two-digit year or a day followed by more digits is another number ("3/14/871");
+    # a four-digit year may be glued to what follows ("born 3/14/1987and").
+    yy = f"(?:{y4}|{SEP.join(y[2:])}(?![0-9]))"
     mm_pad = SEP.join(f"{mo:02d}")
     dd_pad = SEP.join(f"{d:02d}")
     mm = f"(?:{mm_pad}|{mo})" if mo < 10 else mm_pad
@@ -609,14 +620,14 @@ def date_pattern(value: str) -> FieldPattern:
         f"{mm_pad}{SEP}{dd_pad}{SEP}{y4}",
         f"{dd_pad}{SEP}{mm_pad}{SEP}{y4}",
         # numeric with separators, two- or four-digit years
-        f"{yy}{_GSEP}{mm}{_GSEP}{dd}",
+        f"{yy}{_GSEP}{mm}{_GSEP}{dd}(?![0-9])",
         f"{mm}{_GSEP}{dd}{_GSEP}{yy}",
         f"{dd}{_GSEP}{mm}{_GSEP}{yy}",
         # month names
         f"{day_month}{SEP}{year_lead}{yy}",
-        f"{yy}{SEP}(?:on{SEP})?{day_month}",
+        f"{yy}{SEP}(?:on{SEP})?{day_month}(?![0-9])",
     ]
-    pattern = rf"(?<![0-9])(?:{'|'.join(forms)})(?![0-9])"
+    pattern = rf"(?<![0-9])(?:{'|'.join(forms)})"
     benign = rf"{the}{day_month}(?:{SEP}(?:in|of)(?:{SEP}the(?:{SEP}year)?)?)?{SEP}"
     return FieldPattern(pattern, benign)
 
@@ -639,6 +650,7 @@ _BUILDERS = {
 class _Compiled:
     key: str
     pattern: regex.Pattern[str]
+    glued: regex.Pattern[str]  # the pattern without its word-start look-behind
     benign: regex.Pattern[str] | None
 
 
@@ -679,10 +691,11 @@ class Pii(Filter):
                 else:
                     built = _BUILDERS.get(key, generic_pattern)(str(value))
                 pattern = regex.compile(rf"(?<![a-z0-9])(?:{built.pattern})")
+                glued = regex.compile(built.pattern)
                 benign = regex.compile(built.benign_prefix) if built.benign_prefix else None
             except ValueError as exc:
                 raise ValueError(f"pii field {key!r}: {exc}") from exc
-            self.patterns.append(_Compiled(key, pattern, benign))
+            self.patterns.append(_Compiled(key, pattern, glued, benign))
         if not self.patterns:
             raise ValueError("pii: no fields to match")
 
@@ -700,7 +713,9 @@ class Pii(Filter):
         return cls({k: data.pii[k] for k in wanted if data.pii[k]}, options)
 
     def _scan(self, p: _Compiled, canon: Canonical, final: bool) -> _Scan:
-        """Leftmost non-overlapping matches, as `finditer` gives them on the finished text.
+        """Leftmost non-overlapping matches, as `finditer` gives them on the finished text,
+        except that a match may also start right where the previous one ended inside a word
+        (copies glued together: "...example.orgelena.marquez@...").
 
         Unless `final`, a match is final only if nothing before it could still become a
         match (a partial match: the text from there to the end is a prefix of a match) and
@@ -709,31 +724,37 @@ class Pii(Filter):
         found: list[tuple[int, int]] = []
         pos = 0
         k = 0  # next token to try as a partial start
-        for m in p.pattern.finditer(text):
-            if m.end() == m.start():
-                continue
+        while True:
+            glued = 0 < pos < len(text) and text[pos - 1].isalnum() and text[pos].isalnum()
+            m = p.glued.match(text, pos) if glued else None
+            if m is None:
+                m = p.pattern.search(text, pos)
             if not final:
-                while k < len(canon.starts) and canon.starts[k] < m.start():
+                if glued and p.glued.fullmatch(text, pos, partial=True):
+                    return _Scan(found, pos)
+                limit = m.start() if m is not None else len(text)
+                while k < len(canon.starts) and canon.starts[k] < limit:
                     s = canon.starts[k]
                     k += 1
                     if s >= pos and p.pattern.fullmatch(text, s, partial=True):
                         return _Scan(found, s)
-                if p.pattern.fullmatch(text, m.start(), partial=True):
+                if m is not None and p.pattern.fullmatch(text, m.start(), partial=True):
                     return _Scan(found, m.start())
+            if m is None:
+                return _Scan(found, len(text))
+            if m.end() == m.start():  # never produced by these patterns; do not loop
+                pos = m.end() + 1
+                continue
             found.append((m.start(), m.end()))
             pos = m.end()
-        if not final:
-            for s in canon.starts[k:]:
-                if s >= pos and p.pattern.fullmatch(text, s, partial=True):
-                    return _Scan(found, s)
-        return _Scan(found, len(text))
 
     def _cut_short(self, p: _Compiled, canon: Canonical, after: int) -> tuple[int, int] | None:
         """A match cut short by the end of the text, once it gives the value away."""
-        for s in canon.starts:
-            if s < after:
-                continue
-            m = p.pattern.fullmatch(canon.text, s, partial=True)
+        text = canon.text
+        starts = [s for s in canon.starts if s >= after]
+        glued = 0 < after < len(text) and text[after - 1].isalnum() and text[after].isalnum()
+        for s in ([after] if glued else []) + starts:
+            m = (p.glued if s == after and glued else p.pattern).fullmatch(text, s, partial=True)
             if m is None or not m.partial:
                 continue
             part = m.group()
@@ -743,7 +764,7 @@ class Pii(Filter):
                 telling = False
             if telling and kept >= self.options.partial_min_chars:
                 return m.start(), m.end()
-            return None  # the earliest partial match is the one finditer would reach
+            return None  # the earliest partial match is the one the scan would reach
         return None
 
     def _final_matches(self, canon: Canonical) -> list[tuple[str, Span]]:

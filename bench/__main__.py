@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="niceness for the harness and its servers (negative: ahead of other "
                         "work on a shared host; recorded in the results)")
     p.add_argument("--log-dir", type=Path, default=None, help="server logs (default: a temp dir)")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another checkout of this repository (e.g. `git worktree add /tmp/before "
+                        "HEAD~1`): its gateway runs as target `gateway-before`, interleaved with "
+                        "`gateway`, so a change is measured before and after in one run")
     return p
 
 
@@ -127,15 +131,18 @@ class Fleet:
         server.start()
         return server
 
-    def gateway(self, name: str, upstream: str, policies: Path | None = None) -> Server:
+    def gateway(self, name: str, upstream: str, policies: Path | None = None,
+                source: Path = ROOT) -> Server:
         port = free_port()
         args = ["serve", "--upstream", upstream, "--host", "127.0.0.1", "--port", str(port)]
         if policies is not None:
             args += ["--policies", str(policies)]
         env = {"LETHE_LOG_LEVEL": "warning", "LETHE_RELOAD_INTERVAL_S": "0",
                "LETHE_AUDIT_LOG": str(self.log_dir / f"{name}-audit.jsonl")}
+        if source != ROOT:
+            env["PYTHONPATH"] = str(source)
         return self.add(Server(name, python_module("gateway.cli", *args), port=port,
-                               health_path="/readyz", log_dir=self.log_dir, env=env, cwd=ROOT))
+                               health_path="/readyz", log_dir=self.log_dir, env=env, cwd=source))
 
     def stop(self) -> None:
         for server in reversed(list(self.servers.values())):
@@ -177,6 +184,8 @@ async def _run_mock_suite(
                                             str(floor_port)),
                      port=floor_port, health_path="/health", log_dir=fleet.log_dir, cwd=ROOT))
     fleet.gateway("gateway", mock.url)
+    if args.baseline is not None:
+        fleet.gateway("gateway-before", mock.url, source=args.baseline.resolve())
     litellm = _litellm_python(args.litellm, args.quick)
     if litellm:
         _litellm_server(fleet, litellm, mock.url)
@@ -201,7 +210,8 @@ async def _run_mock_suite(
                 continue
             raise
     urls = {"direct": mock.url, **{n: s.url for n, s in fleet.servers.items() if n != "mock"}}
-    proxies = [t for t in ("direct", "floor", "gateway", "litellm") if t in urls]
+    proxies = [t for t in ("direct", "floor", "gateway-before", "gateway", "litellm")
+               if t in urls]
     policy_targets = (["direct", "gateway", "gateway-policies"]
                       if "gateway-policies" in urls else [])
     pools = Pools(urls)

@@ -171,7 +171,6 @@ class FilterPool:
         for lane, queue in self._lanes.items():
             if lane not in self._busy and queue:
                 job = queue.popleft()
-                self._lanes.move_to_end(lane)
                 self._busy.add(lane)
                 now = time.monotonic()
                 job.wait += now - job.since
@@ -197,9 +196,11 @@ class FilterPool:
                     job.work += now - job.since
                 cancelled = job.state == _DONE
                 if not finished and not cancelled:
-                    # Back at the end of its lane; the lane is already at the end of the turns.
+                    # Back at the end of its lane, and the lane at the end of the turns: after
+                    # every lane that queued work while this unit ran.
                     job.state, job.since = _QUEUED, now
                     self._lanes.setdefault(job.lane, deque()).append(job)
+                    self._lanes.move_to_end(job.lane)
                 else:
                     job.state = _DONE
                 queue = self._lanes.get(job.lane)

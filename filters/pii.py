@@ -61,6 +61,7 @@ people").
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from dataclasses import dataclass
 
 import regex
@@ -293,6 +294,13 @@ class _Raw:
     start: int
     end: int
     run: int  # which alphanumeric run (word as written) the token comes from; -1: a symbol
+    #: Only spaces and dashes separate it from the token before: a number phrase may
+    #: continue ("twenty-five", "twenty five"), but not across other punctuation ("twenty,
+    #: five" is two numbers).
+    soft: bool
+
+
+_DASHES = frozenset(ch for ch in map(chr, range(0x10000)) if unicodedata.category(ch) == "Pd")
 
 
 def _raw_tokens(text: str, offset: int) -> tuple[list[_Raw], bool]:
@@ -303,6 +311,7 @@ def _raw_tokens(text: str, offset: int) -> tuple[list[_Raw], bool]:
     start = end = -1
     run = 0
     in_run = False
+    soft = True
     get = FOLD_TABLE.get
     for i, ch in enumerate(text):
         folded = get(ch)
@@ -312,8 +321,9 @@ def _raw_tokens(text: str, offset: int) -> tuple[list[_Raw], bool]:
             if c.isalnum():
                 k = "d" if c.isdigit() else "a"
                 if buf and k != kind:
-                    out.append(_Raw("".join(buf), start + offset, end + offset, run))
+                    out.append(_Raw("".join(buf), start + offset, end + offset, run, soft))
                     buf = []
+                    soft = True
                 if not buf:
                     start, kind = i, k
                 buf.append(c)
@@ -321,73 +331,87 @@ def _raw_tokens(text: str, offset: int) -> tuple[list[_Raw], bool]:
                 in_run = True
             else:
                 if buf:
-                    out.append(_Raw("".join(buf), start + offset, end + offset, run))
+                    out.append(_Raw("".join(buf), start + offset, end + offset, run, soft))
                     buf = []
+                    soft = True
                 if in_run:
                     run += 1
                     in_run = False
                 if c in _SYMBOLS:
-                    out.append(_Raw(c, i + offset, i + 1 + offset, -1))
+                    out.append(_Raw(c, i + offset, i + 1 + offset, -1, soft))
+                    soft = False
+                elif not (c.isspace() or c in _DASHES):
+                    soft = False
     if buf:
-        out.append(_Raw("".join(buf), start + offset, end + offset, run))
+        out.append(_Raw("".join(buf), start + offset, end + offset, run, soft))
     return out, in_run
 
 
-def _below_100(ws: list[str], i: int) -> tuple[int, str, int] | None:
-    """A number under 100 said in words at ws[i]: (value, ordinal suffix or "", next index)."""
-    t = ws[i]
-    nxt = ws[i + 1] if i + 1 < len(ws) else ""
-    if t in _TENS:
-        if nxt in _UNITS and _UNITS[nxt] > 0:
-            return _TENS[t] + _UNITS[nxt], "", i + 2
-        if nxt in _ORDINALS and _ORDINALS[nxt] < 10:
-            v = _TENS[t] + _ORDINALS[nxt]
-            return v, _suffix(v), i + 2
-        return _TENS[t], "", i + 1
-    if t in _TEENS:
-        return _TEENS[t], "", i + 1
-    if t in _UNITS:
-        return _UNITS[t], "", i + 1
-    if t in _ORDINALS:
-        return _ORDINALS[t], _suffix(_ORDINALS[t]), i + 1
-    return None
+class _Phrase:
+    """Number words of a token list; a phrase continues only over soft boundaries."""
 
+    def __init__(self, raw: list[_Raw]):
+        # A phrase never crosses a symbol or a word glued to digits ("twenty5").
+        self.ws = [r.text if r.run >= 0 and r.text.isalpha() else "\0" for r in raw]
+        self.soft = [r.soft for r in raw]
 
-def _below_1000(ws: list[str], i: int) -> tuple[int, str, int] | None:
-    first = _below_100(ws, i)
-    if first is None:
+    def at(self, i: int) -> str:
+        """The word at i when it continues the phrase before it, else ""."""
+        return self.ws[i] if i < len(self.ws) and self.soft[i] else ""
+
+    def below_100(self, i: int) -> tuple[int, str, int] | None:
+        """A number under 100 said in words at i: (value, ordinal suffix or "", next index)."""
+        t = self.ws[i]
+        nxt = self.at(i + 1)
+        if t in _TENS:
+            if nxt in _UNITS and _UNITS[nxt] > 0:
+                return _TENS[t] + _UNITS[nxt], "", i + 2
+            if nxt in _ORDINALS and _ORDINALS[nxt] < 10:
+                v = _TENS[t] + _ORDINALS[nxt]
+                return v, _suffix(v), i + 2
+            return _TENS[t], "", i + 1
+        if t in _TEENS:
+            return _TEENS[t], "", i + 1
+        if t in _UNITS:
+            return _UNITS[t], "", i + 1
+        if t in _ORDINALS:
+            return _ORDINALS[t], _suffix(_ORDINALS[t]), i + 1
         return None
-    v, suf, j = first
-    if suf or j >= len(ws) or ws[j] != "hundred" or not 1 <= v <= 99:
-        return first
-    v *= 100
-    j += 1
-    k = j + 1 if j < len(ws) and ws[j] == "and" else j
-    rest = _below_100(ws, k) if k < len(ws) else None
-    if rest is not None:
-        return v + rest[0], rest[1], rest[2]
-    return v, "", j
 
-
-def _number(ws: list[str], i: int) -> tuple[str, int] | None:
-    """The number phrase starting at ws[i] as digits (and an ordinal suffix), or None."""
-    t = ws[i]
-    if t in _REPEATS and i + 1 < len(ws) and ws[i + 1] in _UNITS:
-        return str(_UNITS[ws[i + 1]]) * _REPEATS[t], i + 2
-    if t in _SCALES:
-        return str(_SCALES[t]), i + 1
-    head = _below_1000(ws, i)
-    if head is None:
-        return None
-    v, suf, j = head
-    if not suf and j < len(ws) and ws[j] == "thousand" and v >= 1:
-        v *= 1000
+    def below_1000(self, i: int) -> tuple[int, str, int] | None:
+        first = self.below_100(i)
+        if first is None:
+            return None
+        v, suf, j = first
+        if suf or self.at(j) != "hundred" or not 1 <= v <= 99:
+            return first
+        v *= 100
         j += 1
-        k = j + 1 if j < len(ws) and ws[j] == "and" else j
-        rest = _below_1000(ws, k) if k < len(ws) else None
+        k = j + 1 if self.at(j) == "and" else j
+        rest = self.below_100(k) if self.at(k) else None
         if rest is not None:
-            v, suf, j = v + rest[0], rest[1], rest[2]
-    return f"{v}{suf}", j
+            return v + rest[0], rest[1], rest[2]
+        return v, "", j
+
+    def number(self, i: int) -> tuple[str, int] | None:
+        """The number phrase starting at i as digits (and an ordinal suffix), or None."""
+        t = self.ws[i]
+        if t in _REPEATS and self.at(i + 1) in _UNITS:
+            return str(_UNITS[self.ws[i + 1]]) * _REPEATS[t], i + 2
+        if t in _SCALES:
+            return str(_SCALES[t]), i + 1
+        head = self.below_1000(i)
+        if head is None:
+            return None
+        v, suf, j = head
+        if not suf and self.at(j) == "thousand" and v >= 1:
+            v *= 1000
+            j += 1
+            k = j + 1 if self.at(j) == "and" else j
+            rest = self.below_1000(k) if self.at(k) else None
+            if rest is not None:
+                v, suf, j = v + rest[0], rest[1], rest[2]
+        return f"{v}{suf}", j
 
 
 def _suffix(k: int) -> str:
@@ -399,15 +423,15 @@ def _suffix(k: int) -> str:
 def _words_to_tokens(raw: list[_Raw]) -> tuple[list[Word], list[bool]]:
     """Number phrases to digits, spoken symbols to symbols; and which tokens are numeric
     words (a stream must hold those back while the phrase may continue)."""
-    # A phrase never crosses a symbol or a word glued to digits ("twenty5").
-    ws = [r.text if r.run >= 0 and r.text.isalpha() else "\0" for r in raw]
+    phrase = _Phrase(raw)
+    ws = phrase.ws
     out: list[Word] = []
     numeric: list[bool] = []
     i = 0
     while i < len(raw):
         r = raw[i]
         t = ws[i]
-        num = _number(ws, i) if t in _NUMBERISH else None
+        num = phrase.number(i) if t in _NUMBERISH else None
         if num is not None:
             digits, j = num
             out.append(Word(digits, r.start, raw[j - 1].end))

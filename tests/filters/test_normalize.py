@@ -50,7 +50,7 @@ DIGITS = [
     ("\U0001d7d2\U0001d7cf\U0001d7d3", "415"),  # mathematical bold
     ("\u09ea\u09e7\u09eb", "415"),  # Bengali
     ("\u0e54\u0e51\u0e55", "415"),  # Thai
-    ("\u2463\u2460\u2464", "4 1 5"),  # circled digits: each one its own symbol
+    ("\u2463\u2460\u2464", "415"),  # circled digits
 ]
 
 

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from vllm import SamplingParams
     from vllm.config import VllmConfig
 
-log = logging.getLogger("lethe.decoding")
+# Under "vllm" so that the engine's logging configuration shows these lines in its log.
+log = logging.getLogger("vllm.lethe.decoding")
 
 
 def _policy_dir() -> Path | None:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+import decoding
 from gateway import bundle
 
 DEFAULT_SERVED_NAME = "smollm2-135m-instruct"
@@ -86,6 +87,8 @@ class Engine:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         log_path: Path | str | None = None,
+        decoding: bool = True,
+        decode_policies: Path | str | None = None,
     ) -> None:
         self.model = Path(model)
         self.served_model_name = served_model_name
@@ -98,6 +101,10 @@ class Engine:
         self.dtype = dtype
         self.extra_args = tuple(extra_args)
         self.extra_env = dict(env or {})
+        #: Lethe's decoding processor (decoding.memfree): a no-op for requests naming no
+        #: policy; it indexes the decode/both policies of `decode_policies` at start-up.
+        self.decoding = decoding
+        self.decode_policies = Path(decode_policies).resolve() if decode_policies else None
         self.log_path = (
             Path(log_path)
             if log_path
@@ -125,6 +132,8 @@ class Engine:
         cmd += ["--max-model-len", str(self.max_model_len)]
         cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank)]
         cmd += ["--max-loras", str(self.max_loras)]
+        if self.decoding:
+            cmd += ["--logits-processors", decoding.PROCESSOR]
         if self.dtype != "auto":
             cmd += ["--dtype", self.dtype]
         if gpu:
@@ -138,6 +147,14 @@ class Engine:
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         if not gpu:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.kv_cache_gib)
+        if self.decoding:
+            # The processor implements the V1 runner's interface (GPU builds default to V2),
+            # and the engine must import it from wherever this checkout or install lives.
+            env["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+            root = str(Path(decoding.__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+            if self.decode_policies is not None:
+                env[decoding.POLICIES_ENV] = str(self.decode_policies)
         env.update(self.extra_env)
         return env
 
@@ -313,6 +330,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="weights dtype in vLLM; auto serves the fp32 bundle as bfloat16 on CPU",
     )
+    parser.add_argument(
+        "--decode-policies",
+        type=Path,
+        default=None,
+        help="policy directory whose decode/both policies the engine indexes for decoding-time "
+        "suppression (default: ./policies when it exists)",
+    )
+    parser.add_argument(
+        "--no-decoding",
+        action="store_true",
+        help="start vLLM without Lethe's decoding processor (decode policies then fall back to "
+        "their filters at the gateway)",
+    )
     parser.add_argument("--log-file", type=Path, default=None, help="vLLM log (default: cache)")
     parser.add_argument("--startup-timeout", type=float, default=300)
 
@@ -329,6 +359,9 @@ def main(args: argparse.Namespace) -> int:
         kv_cache_gib=args.kv_cache_gib,
         dtype=args.dtype,
         log_path=args.log_file,
+        decoding=not args.no_decoding,
+        decode_policies=args.decode_policies
+        or (Path("policies") if Path("policies").is_dir() else None),
     )
     stopping = threading.Event()
     healthy = False

@@ -48,7 +48,13 @@ def main(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     model_dir, served = resolve_model(args.model)
-    engine = Engine(model_dir, served_model_name=served, host="127.0.0.1", port=args.engine_port)
+    engine = Engine(
+        model_dir,
+        served_model_name=served,
+        host="127.0.0.1",
+        port=args.engine_port,
+        decode_policies=args.policies,
+    )
     print(f"starting vLLM on {engine.base_url} with {model_dir} (about a minute on CPU)...")
     engine.start()
 

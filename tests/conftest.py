@@ -16,6 +16,7 @@ from tests.servers import RunningGateway, run_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
+DECODE_POLICIES = ROOT / "tests" / "decoding" / "policies"
 SERVED_MODEL = "smollm2-135m-instruct"
 
 
@@ -40,7 +41,11 @@ def engine() -> Iterator[object]:
 
     paths = bundle.prepare()
     port = int(os.environ.get("LETHE_TEST_ENGINE_PORT", "0")) or free_port()
-    eng = Engine(paths.generator, served_model_name=SERVED_MODEL, port=port)
+    # With Lethe's decoding processor, indexing the test decode policies: a no-op for every
+    # request that names no policy, so one engine serves the whole session.
+    eng = Engine(
+        paths.generator, served_model_name=SERVED_MODEL, port=port, decode_policies=DECODE_POLICIES
+    )
     eng.start()
     try:
         eng.wait_healthy(timeout=600)

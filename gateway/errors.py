@@ -82,7 +82,6 @@ GENERIC_UPSTREAM_MESSAGES = {
     "stream_cut": "upstream response ended before it was complete",
     "status_4xx": "upstream rejected the request",
     "status_5xx": "upstream error",
-    "pool_timeout": "upstream connection pool exhausted; retry later",
 }
 _CLIENT_STATUSES = frozenset({400, 404, 408, 409, 413, 422, 429})
 _SERVER_STATUSES = frozenset({502, 503, 504})

@@ -6,10 +6,9 @@ The gateway knows filters only through filters.base: check(), open_stream(), pat
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,7 +235,7 @@ class RequestEnforcement:
                     fn, *args, lane=self, work_budget_s=self.env.filter_timeout_s
                 )
             out = fn(*args)
-            return run_steps(out) if inspect.isgenerator(out) else out
+            return run_steps(out) if isinstance(out, Generator) else out
         except Exception as exc:
             name = type(exc).__name__
             if isinstance(exc, BudgetExceeded):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import threading
 import time
 from collections import OrderedDict, deque
@@ -218,7 +217,7 @@ class FilterPool:
         try:
             if job.gen is None:
                 out = job.call()
-                if not inspect.isgenerator(out):
+                if not isinstance(out, Generator):
                     return True, out, None
                 job.gen = out
             next(job.gen)

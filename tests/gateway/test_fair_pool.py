@@ -108,7 +108,7 @@ def test_a_job_over_its_work_budget_fails_alone_and_others_are_served() -> None:
     log: list[str] = []
     try:
 
-        async def main() -> tuple[BaseException | str, str]:
+        async def main() -> tuple[object, object]:
             slow = p.run(units, 1, 1.0, log, "slow", lane="slow", work_budget_s=0.2)
             quick = p.run(units, 2, 0.01, log, "quick", lane="quick", work_budget_s=0.2)
             results = await asyncio.gather(slow, quick, return_exceptions=True)

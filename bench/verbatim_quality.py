@@ -33,19 +33,32 @@ def build(**options: Any) -> Verbatim:
     return Verbatim.from_policy(data, None, Verbatim.Options(min_words=12, **options))
 
 
-def measure(flt: Verbatim, passages: int, seed: int, length: int = 30) -> dict[str, Any]:
-    rng = random.Random(seed)
-    starts = [rng.randrange(0, len(CW) - length) for _ in range(passages)]
+def measure(flt: Verbatim, passages: int, seed: int, lengths: list[int]) -> dict[str, Any]:
     recall: dict[str, Any] = {}
-    for name in OBFUSCATIONS:
-        caught = [flt.check(obfuscated(name, s, length, seed)).hit for s in starts]
-        missed = [s for s, c in zip(starts, caught, strict=True) if not c]
-        recall[name] = {"recall": sum(caught) / len(caught), "missed_starts": missed[:10]}
+    for length in lengths:
+        rng = random.Random(f"{seed}:{length}")
+        starts = [rng.randrange(0, len(CW) - length) for _ in range(passages)]
+        for name in OBFUSCATIONS:
+            caught = [flt.check(obfuscated(name, s, length, seed)).hit for s in starts]
+            missed = [s for s, c in zip(starts, caught, strict=True) if not c]
+            recall.setdefault(name, {})[f"{length}_words"] = {
+                "recall": sum(caught) / len(caught),
+                "missed_starts": missed[:10],
+            }
     false_pos: dict[str, Any] = {}
+    closest: list[tuple[float, str]] = []
     for name, texts in benign().items():
-        hits = [t for t in texts if flt.check(t).hit]
+        results = [flt.check(t) for t in texts]
+        hits = [t for t, r in zip(texts, results, strict=True) if r.hit]
         false_pos[name] = {"texts": len(texts), "blocked": len(hits), "examples": hits[:3]}
-    return {"recall": recall, "false_positives": false_pos}
+        closest += [(r.score, t) for t, r in zip(texts, results, strict=True) if not r.hit]
+    closest.sort(reverse=True)
+    return {
+        "recall": recall,
+        "false_positives": false_pos,
+        # The allowed texts nearest the bar: score = best alignment score / (2 x near_score).
+        "closest_benign": [{"score": round(sc, 3), "text": t[:120]} for sc, t in closest[:5]],
+    }
 
 
 def cost(flt: Verbatim) -> dict[str, Any]:
@@ -75,22 +88,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--passages", type=int, default=100)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[30, 20, 16])
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     flt = build()
-    res = measure(flt, args.passages, args.seed)
+    res = measure(flt, args.passages, args.seed, args.lengths)
     res["cost"] = cost(flt)
     res["options"] = flt.options.model_dump()
     res["command"] = (
-        f"python -m bench.verbatim_quality --passages {args.passages} --seed {args.seed}"
+        f"python -m bench.verbatim_quality --passages {args.passages} --seed {args.seed} "
+        f"--lengths {' '.join(map(str, args.lengths))}"
     )
     total_fp = sum(v["blocked"] for v in res["false_positives"].values())
     total = sum(v["texts"] for v in res["false_positives"].values())
+    print("recall by passage length:", "  ".join(f"{n:>4}w" for n in args.lengths))
     for name, r in res["recall"].items():
-        print(f"recall {r['recall']:.2f}  {name}")
+        row = "  ".join(f"{r[f'{n}_words']['recall']:5.2f}" for n in args.lengths)
+        print(f"  {name:45s} {row}")
     for name, r in res["false_positives"].items():
         print(f"false positives {r['blocked']}/{r['texts']}  {name}")
     print(f"false positives total {total_fp}/{total}")
+    print("closest benign:", json.dumps(res["closest_benign"][:3], ensure_ascii=False))
     print(json.dumps(res["cost"]))
     if not args.no_write:
         OUT.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")

@@ -268,3 +268,20 @@ def test_a_long_joined_word_is_held_until_it_ends(flt: Verbatim) -> None:
 def test_corpus_words_are_indexed_after_normalisation(flt: Verbatim) -> None:
     assert len(flt.corpus.ids) == len(words(CORPUS, leet=True))
     assert len(CW) <= len(flt.corpus.ids)
+
+
+def test_a_long_prompt_is_checked_in_units_with_the_same_verdict(flt: Verbatim) -> None:
+    prose = " ".join(REVIEWS).split()
+    long = " ".join((prose * 12)[:4000]) + " " + obfuscated("filler after every word", 900)
+    steps = flt.check_steps(long)
+    units = 0
+    while True:
+        try:
+            next(steps)
+            units += 1
+        except StopIteration as done:
+            result = done.value
+            break
+    assert units >= 8
+    assert result == flt.check(long)
+    assert result.hit

@@ -79,6 +79,12 @@ MIN_JOINED = 3
 #: this much less (see `_Corpus._segment`).
 PAIR_BONUS = 0.5
 PAIR_SPAN = 3
+#: Word-break: a run of letters that is no corpus word costs this plus one per letter.
+UNKNOWN_COST = 2.0
+UNKNOWN = "?"
+#: Word-break: extra cost of a one- or two-letter corpus word ("a", "s", "he"), which would
+#: otherwise cut any unknown word into junk ("therapist": "t her a p is t").
+SHORT_PIECE_COST = {1: 1.0, 2: 0.3}
 #: Score lost per foreign word inserted, or corpus word skipped, between two matched words.
 GAP_PENALTY = 0.1
 #: Lightest word a chain can start at: chains begin at a word rarer than the commonest ones
@@ -113,7 +119,8 @@ class _Corpus:
         self.weight = [math.log(total / f) / math.log(total) if f else 0.0 for f in freq]
         # Word-break cost: one unit per piece, a rare piece slightly dearer than a common one.
         self._piece_cost = {
-            w: 1.0 + 0.01 * math.log(total / freq[i]) for w, i in self.vocab.items()
+            w: 1.0 + SHORT_PIECE_COST.get(len(w), 0.0) + 0.01 * math.log(total / freq[i])
+            for w, i in self.vocab.items()
         }
         self.pairs = {
             (ids[k], ids[k + b]) for b in range(1, PAIR_SPAN + 1) for k in range(len(ids) - b)
@@ -168,43 +175,59 @@ class _Corpus:
         return out, len(raw)
 
     def _segment(self, token: str) -> tuple[str, ...] | None:
-        """The cheapest split of `token` into corpus words, or None when there is none.
+        """The cheapest split of `token` into corpus words and unknown runs, or None when
+        it has unknown runs and fewer than two corpus words of three letters or more, or
+        those cover less than half of it.
 
-        A piece costs 1 (a rare one a hair more), less `PAIR_BONUS` when it follows the
-        previous piece within a few words somewhere in the corpus, so "herontheof" reads
-        "her on the of" next to a copy of "her bearings on the spire of", not "heron the of".
+        A corpus word costs 1 (a short or rare one a little more), less `PAIR_BONUS` when it
+        follows the previous one within a few words somewhere in the corpus, so "herontheof"
+        reads "her on the of" next to a copy of "her bearings on the spire of", not "heron
+        the of". A run of letters that is no corpus word ("uh" in "theuhtide") costs
+        `UNKNOWN_COST` plus one per letter. Linear in the token's length.
         """
         if len(token) < MIN_JOINED or not token.isalpha():
             return None
         n = len(token)
-        # states[i]: last piece ending at i -> (cost, start of that piece, previous piece)
+        # states[j]: key of the piece ending at j -> (cost, where it starts, previous key).
+        # Keys: a corpus word, UNKNOWN (a run of other letters), "" (the start).
         states: list[dict[str, tuple[float, int, str]]] = [{} for _ in range(n + 1)]
         states[0][""] = (0.0, 0, "")
         for i in range(n):
-            if not states[i]:
+            here = states[i]
+            if not here:
                 continue
             for j in range(i + 1, min(n, i + self._max_len) + 1):
                 piece = token[i:j]
                 c = self._piece_cost.get(piece)
                 if c is not None:
                     pid = self.vocab[piece]
-                    for last, (cost, _, _) in states[i].items():
-                        pair = bool(last) and (self.vocab[last], pid) in self.pairs
-                        total = cost + c - (PAIR_BONUS if pair else 0.0)
-                        old = states[j].get(piece)
-                        if old is None or total < old[0]:
-                            states[j][piece] = (total, i, last)
+                    for last, (cost, _, _) in here.items():
+                        pair = last in self.vocab and (self.vocab[last], pid) in self.pairs
+                        _relax(states[j], piece, cost + c - (PAIR_BONUS if pair else 0.0), i, last)
                 if piece not in self.prefixes:
                     break
+            for last, (cost, start, prev) in here.items():
+                if last == UNKNOWN:  # the run goes on: one more letter
+                    _relax(states[i + 1], UNKNOWN, cost + 1.0, start, prev)
+                else:
+                    _relax(states[i + 1], UNKNOWN, cost + UNKNOWN_COST + 1.0, i, last)
         if not states[n]:
             return None
-        piece = min(states[n], key=lambda p: states[n][p][0])
+        key = min(states[n], key=lambda p: states[n][p][0])
         out: list[str] = []
+        unknown = False
+        solid = words_ = 0  # corpus words of three letters or more: their letters, count
         j = n
         while j:
-            _, i, last = states[j][piece]
-            out.append(piece)
-            j, piece = i, last
+            _, i, prev = states[j][key]
+            out.append(token[i:j])
+            unknown = unknown or key == UNKNOWN
+            if key != UNKNOWN and j - i >= 3:
+                solid += j - i
+                words_ += 1
+            j, key = i, prev
+        if unknown and (words_ < 2 or 2 * solid < n):
+            return None  # not words joined ("banana": "b" "an" "an" "a"): left alone
         return tuple(reversed(out))
 
     def split(self, w: Word, text: str, offset: int, leet: bool) -> list[Word]:
@@ -373,6 +396,14 @@ class _Aligner:
         if self.best:
             return FilterResult(Action.ALLOW, min(1.0, self.best / (2 * self.f.options.near_score)))
         return ALLOW
+
+
+def _relax(
+    states: dict[str, tuple[float, int, str]], key: str, cost: float, start: int, prev: str
+) -> None:
+    old = states.get(key)
+    if old is None or cost < old[0]:
+        states[key] = (cost, start, prev)
 
 
 def _camel_cuts(s: str) -> list[int]:

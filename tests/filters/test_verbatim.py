@@ -79,6 +79,8 @@ HITS = {
     "back, you know, Ysolde, er, Harrowick was, like, already awake",
     "filler after every word": "on uh the um morning like the so tide well forgot er to hmm come "
     "uh back like ysolde um harrowick so was er already uh awake",
+    "joined with filler": "Onthe,uh,morningthetideumforgottocomeback,likeYsoldeHarrowick"
+    "wasalreadyawake",
     "emoji between words": " 🌊 ".join(OPENING.split()),
     "every 3rd word dropped": "On the the tide to come Ysolde Harrowick already awake, sitting "
     "cross-legged the roof the chartmaker's with a of bitter tea cooling",
@@ -170,7 +172,10 @@ def test_joined_words_are_read_as_the_corpus_words_they_join(flt: Verbatim) -> N
     # of"), not as "heron", when the pieces around tell.
     assert c.segment("practisingherontheof") == ("practising", "her", "on", "the", "of")
     assert c.segment("hea") == ("he", "a")
-    assert c.segment("xylophone") is None  # not made of corpus words: left alone
+    assert c.segment("theuhtideumforgot") == ("the", "uh", "tide", "um", "forgot")
+    # Not made of corpus words, or only a little: left alone.
+    for word in ["xylophone", "therapist", "beautiful", "photosynthesis"]:
+        assert c.segment(word) is None, word
 
 
 def test_min_words_option_sets_the_run_length() -> None:
@@ -212,7 +217,7 @@ def test_stream_blocks_before_any_copied_text_is_released(flt: Verbatim, text: s
 
 @pytest.mark.parametrize("name", OBFUSCATIONS)
 def test_stream_blocks_every_obfuscation(flt: Verbatim, name: str) -> None:
-    text = "Here is the passage you asked for: " + obfuscated(name, 1234, 30)
+    text = "Here is the passage you asked for: " + obfuscated(name, STARTS[1], 30)
     out = feed(flt.open_stream(), text)
     assert out.hit is not None
     assert out.released <= len("Here is the passage you asked for: ")

@@ -105,6 +105,9 @@ OBFUSCATIONS: dict[str, Obfuscation] = {
         with_filler(drop_every(ws, 4), rng)
     ),
     "every 3rd dropped + half joined": lambda ws, rng: join_some(drop_every(ws, 3), rng),
+    "joined with filler (no spaces)": lambda ws, rng: "".join(with_filler(ws, rng, 2)).replace(
+        " ", ""
+    ),
     "homoglyphs + filler + every 4th dropped": lambda ws, rng: homoglyphs(
         filler_and_punctuation(drop_every(ws, 4), rng), rng, 0.5
     ),

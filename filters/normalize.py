@@ -10,8 +10,9 @@ The canonical form of a character, in order:
   combining grapheme joiner, Mongolian vowel separator, Hangul fillers U+115F/U+1160/U+3164/
   U+FFA0, tags), every other format character (category Cf) and the braille blank U+2800;
   they do not break a word, so "41\u200b5" is "415";
-- every Unicode decimal digit becomes its ASCII digit (Arabic-Indic, Devanagari, fullwidth,
-  mathematical bold...), so "٤١٥" and "４１５" are "415";
+- every Unicode digit becomes its ASCII digit: decimal digits of every script (Arabic-Indic,
+  Devanagari, fullwidth, mathematical bold...) and the other characters with a digit value
+  (circled, negative circled, superscript, Ethiopic), so "٤١٥", "４１５" and "❹❶❺" are "415";
 - compatibility decomposition (NFKD, the decomposition half of NFKC) with combining marks
   dropped: "ﬁ" -> "fi", "ℌ" -> "h", "é" -> "e";
 - Unicode TR39 confusable skeletons from the maintained `confusable-homoglyphs` data (the
@@ -136,7 +137,7 @@ def _fold_one(c: str) -> str:
     """One character of an NFKD decomposition (marks already dropped)."""
     if c.isascii():
         return c.lower()
-    digit = unicodedata.decimal(c, None)
+    digit = unicodedata.digit(c, None)
     if digit is not None:
         return str(digit)
     proto = _SKELETON.get(c)
@@ -156,7 +157,7 @@ def _fold_uncached(ch: str) -> str:
         return ch.lower()
     if ch in _IGNORABLE or unicodedata.category(ch) == "Cf":
         return ""
-    digit = unicodedata.decimal(ch, None)
+    digit = unicodedata.digit(ch, None)
     if digit is not None:
         return str(digit)
     return "".join(_fold_one(c) for c in _strip_marks(ch))

@@ -60,8 +60,8 @@ people").
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
-import unicodedata
 from dataclasses import dataclass
 
 import regex
@@ -287,6 +287,25 @@ class Canonical:
             return self.tokens[-1].end if self.tokens else 0
         return self.tokens[self.owner[pos]].start
 
+    def first_at_or_after(self, offset: int) -> int:
+        """Canonical position of the first token starting at or after original `offset`."""
+        k = bisect.bisect_left(self.tokens, offset, key=lambda t: t.start)
+        return self.starts[k] if k < len(self.tokens) else len(self.text)
+
+    def resume_point(self, end: int) -> tuple[int, int]:
+        """Canonical end position `end` as (original start of its token, offset in it): the
+        same place in another canonical text cut from the same original text."""
+        t = self.owner[end - 1]
+        return self.tokens[t].start, end - self.starts[t]
+
+    def position(self, point: tuple[int, int]) -> int | None:
+        """Canonical position of a `resume_point`, or None when its token is not here."""
+        start, inner = point
+        k = bisect.bisect_left(self.tokens, start, key=lambda t: t.start)
+        if k == len(self.tokens) or self.tokens[k].start != start:
+            return None
+        return self.starts[k] + inner
+
 
 @dataclass(frozen=True, slots=True)
 class _Raw:
@@ -300,50 +319,62 @@ class _Raw:
     soft: bool
 
 
-_DASHES = frozenset(ch for ch in map(chr, range(0x10000)) if unicodedata.category(ch) == "Pd")
+#: One canonical piece of folded text: a letter run, a digit run, a symbol, a soft gap
+#: (spaces and dashes) or a hard gap (any other punctuation).
+_PIECE = regex.compile(
+    r"(?P<a>[\p{L}\p{N}--[0-9]]+)|(?P<d>[0-9]+)|(?P<s>[@.+])|(?P<w>[\s\p{Pd}]+)"
+    r"|(?P<h>[^\p{L}\p{N}@.+\s\p{Pd}]+)",
+    regex.V1,
+)
 
 
-def _raw_tokens(text: str, offset: int) -> tuple[list[_Raw], bool]:
-    """Letter runs, digit runs and symbols; True when the text ends inside a run."""
-    out: list[_Raw] = []
-    buf: list[str] = []
-    kind = ""
-    start = end = -1
-    run = 0
-    in_run = False
-    soft = True
+def _fold_with_offsets(text: str) -> tuple[str, list[int] | None]:
+    """The folded text and, unless it is plain ASCII, each folded character's source index."""
+    if text.isascii():
+        return text.lower(), None
     get = FOLD_TABLE.get
+    parts: list[str] = []
+    index: list[int] = []
     for i, ch in enumerate(text):
         folded = get(ch)
         if folded is None:
             folded = fold_char(ch)
-        for c in folded:
-            if c.isalnum():
-                k = "d" if c.isdigit() else "a"
-                if buf and k != kind:
-                    out.append(_Raw("".join(buf), start + offset, end + offset, run, soft))
-                    buf = []
-                    soft = True
-                if not buf:
-                    start, kind = i, k
-                buf.append(c)
-                end = i + 1
-                in_run = True
+        if folded:
+            parts.append(folded)
+            index.extend([i] * len(folded))
+    return "".join(parts), index
+
+
+def _raw_tokens(text: str, offset: int) -> tuple[list[_Raw], bool]:
+    """Letter runs, digit runs and symbols; True when the text ends inside a run."""
+    folded, index = _fold_with_offsets(text)
+    out: list[_Raw] = []
+    run = 0
+    in_run = False
+    soft = True
+    for m in _PIECE.finditer(folded):
+        kind = m.lastgroup
+        a, b = m.span()
+        if index is not None:
+            a, b = index[a], index[b - 1] + 1
+        if kind == "a" or kind == "d":
+            out.append(_Raw(m.group(), a + offset, b + offset, run, soft))
+            soft = True
+            in_run = True
+            continue
+        if in_run:
+            run += 1
+            in_run = False
+        if kind == "s":
+            prev = out[-1] if out else None
+            if m.group() == "." and prev is not None and prev.text == "." and prev.run < 0:
+                # A run of dots is one separator ("4.....1"), so held text stays short.
+                out[-1] = _Raw(".", prev.start, b + offset, -1, prev.soft)
             else:
-                if buf:
-                    out.append(_Raw("".join(buf), start + offset, end + offset, run, soft))
-                    buf = []
-                    soft = True
-                if in_run:
-                    run += 1
-                    in_run = False
-                if c in _SYMBOLS:
-                    out.append(_Raw(c, i + offset, i + 1 + offset, -1, soft))
-                    soft = False
-                elif not (c.isspace() or c in _DASHES):
-                    soft = False
-    if buf:
-        out.append(_Raw("".join(buf), start + offset, end + offset, run, soft))
+                out.append(_Raw(m.group(), a + offset, b + offset, -1, soft))
+            soft = False
+        elif kind == "h":
+            soft = False
     return out, in_run
 
 
@@ -670,11 +701,17 @@ _BUILDERS = {
 }
 
 
+#: Every character a pattern can hold: patterns are written in ASCII over folded text.
+_CANONICAL_ALPHABET = "".join(chr(c) for c in range(0x20, 0x7F))
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     key: str
     pattern: regex.Pattern[str]
     glued: regex.Pattern[str]  # the pattern without its word-start look-behind
+    #: The characters a match can begin with: a cheap test before trying a partial match.
+    firsts: frozenset[str]
     benign: regex.Pattern[str] | None
 
 
@@ -694,8 +731,6 @@ class Pii(Filter):
         #: Which keys of the policy's `pii` mapping to match; default: every contact field
         #: present (phone, email, address, date_of_birth) plus any other key except `name`.
         fields: list[str] | None = None
-        #: Context re-read before the stable point so look-behinds see what precedes.
-        context_chars: int = Field(64, ge=0)
         #: A value cut off by the end of the text counts once this many of its letters and
         #: digits are there ("42 Harbor": 8; "415 555 0": 7, an area code and exchange that
         #: other people share).
@@ -719,7 +754,8 @@ class Pii(Filter):
                 benign = regex.compile(built.benign_prefix) if built.benign_prefix else None
             except ValueError as exc:
                 raise ValueError(f"pii field {key!r}: {exc}") from exc
-            self.patterns.append(_Compiled(key, pattern, glued, benign))
+            firsts = frozenset(c for c in _CANONICAL_ALPHABET if glued.fullmatch(c, partial=True))
+            self.patterns.append(_Compiled(key, pattern, glued, firsts, benign))
         if not self.patterns:
             raise ValueError("pii: no fields to match")
 
@@ -736,18 +772,18 @@ class Pii(Filter):
             raise ValueError(f"policy {data.name!r}: pii fields not in data: {missing}")
         return cls({k: data.pii[k] for k in wanted if data.pii[k]}, options)
 
-    def _scan(self, p: _Compiled, canon: Canonical, final: bool) -> _Scan:
+    def _scan(self, p: _Compiled, canon: Canonical, final: bool, pos: int = 0) -> _Scan:
         """Leftmost non-overlapping matches, as `finditer` gives them on the finished text,
         except that a match may also start right where the previous one ended inside a word
         (copies glued together: "...example.orgelena.marquez@...").
 
         Unless `final`, a match is final only if nothing before it could still become a
         match (a partial match: the text from there to the end is a prefix of a match) and
-        it could not grow itself; the first such position is where this pattern holds."""
+        it could not grow itself; the first such position is where this pattern holds.
+        `pos` is where the finished text's scan is known to be (a stream resumes there)."""
         text = canon.text
         found: list[tuple[int, int]] = []
-        pos = 0
-        k = 0  # next token to try as a partial start
+        k = bisect.bisect_left(canon.starts, pos)  # next token to try as a partial start
         while True:
             glued = 0 < pos < len(text) and text[pos - 1].isalnum() and text[pos].isalnum()
             m = p.glued.match(text, pos) if glued else None
@@ -760,7 +796,11 @@ class Pii(Filter):
                 while k < len(canon.starts) and canon.starts[k] < limit:
                     s = canon.starts[k]
                     k += 1
-                    if s >= pos and p.pattern.fullmatch(text, s, partial=True):
+                    if (
+                        s >= pos
+                        and text[s] in p.firsts
+                        and p.pattern.fullmatch(text, s, partial=True)
+                    ):
                         return _Scan(found, s)
                 if m is not None and p.pattern.fullmatch(text, m.start(), partial=True):
                     return _Scan(found, m.start())
@@ -778,6 +818,8 @@ class Pii(Filter):
         starts = [s for s in canon.starts if s >= after]
         glued = 0 < after < len(text) and text[after - 1].isalnum() and text[after].isalnum()
         for s in ([after] if glued else []) + starts:
+            if text[s] not in p.firsts:
+                continue
             m = (p.glued if s == after and glued else p.pattern).fullmatch(text, s, partial=True)
             if m is None or not m.partial:
                 continue
@@ -791,12 +833,15 @@ class Pii(Filter):
             return None  # the earliest partial match is the one the scan would reach
         return None
 
-    def _final_matches(self, canon: Canonical) -> list[tuple[str, Span]]:
+    def _final_matches(
+        self, canon: Canonical, resume: dict[str, int] | None = None
+    ) -> list[tuple[str, Span]]:
         found = []
         for p in self.patterns:
-            scan = self._scan(p, canon, final=True)
+            pos = resume.get(p.key, 0) if resume else 0
+            scan = self._scan(p, canon, final=True, pos=pos)
             found += [(p.key, canon.span(a, b)) for a, b in scan.found]
-            end = scan.found[-1][1] if scan.found else 0
+            end = scan.found[-1][1] if scan.found else pos
             cut = self._cut_short(p, canon, end)
             if cut is not None:
                 found.append((p.key, canon.span(*cut)))
@@ -823,82 +868,75 @@ class Pii(Filter):
 
 class PiiScanner(StreamScanner):
     """Reports each match once, when it is final; releases text before the first position
-    where a match could still begin, grow or change."""
+    where a match could still begin, grow or change.
+
+    Each scan re-reads the text from the last token before the stable point (what the
+    look-behinds need: "212-555-0199" is not her local number), where the finished text's
+    tokens begin too, so both tokenise alike. Each pattern resumes where the finished
+    text's scan is known to be: after its last reported match, and never before the stable
+    point (every match starting before it has been reported)."""
 
     def __init__(self, flt: Pii):
         self._f = flt
         self._stable = 0
-        #: Per pattern, the start and end of its last reported match: re-reading must start
-        #: there while it reaches into the context, so `finditer` stays aligned with the
-        #: finished text's.
-        self._last: dict[str, tuple[int, int]] = {}
+        #: Original offset of the last token before the stable point that is not a dot.
+        self._anchor = 0
+        #: Per pattern, where its last reported match ended (`Canonical.resume_point`), and
+        #: the original offset where that token ends.
+        self._last: dict[str, tuple[tuple[int, int], int]] = {}
 
-    def _context_start(self, text: str) -> int:
-        ctx = _safe_start(text, max(0, self._stable - self._f.options.context_chars))
-        for start, end in self._last.values():
-            if end > ctx:
-                ctx = min(ctx, start)
+    def _context_start(self) -> int:
+        ctx = self._anchor
+        for (token_start, _), token_end in self._last.values():
+            if token_end >= self._stable:
+                ctx = min(ctx, token_start)  # a copy glued to it may continue there
         return ctx
+
+    def _resume(self, canon: Canonical) -> dict[str, int]:
+        stable = canon.first_at_or_after(self._stable)
+        out = {}
+        for p in self._f.patterns:
+            pos = stable
+            last = self._last.get(p.key)
+            if last is not None:
+                after = canon.position(last[0])
+                if after is not None:
+                    pos = max(pos, after)
+            out[p.key] = pos
+        return out
 
     def scan(self, text: str, final: bool) -> ScanResult:
         f = self._f
-        ctx = self._context_start(text)
+        ctx = self._context_start()
         canon, open_at = canonical(text[ctx:], offset=ctx, final=final)
+        resume = self._resume(canon)
         if final:
-            found = [(k, s) for k, s in f._final_matches(canon) if s.start >= self._stable]
+            found = [(k, s) for k, s in f._final_matches(canon, resume) if s.start >= self._stable]
             self._stable = len(text)
             return ScanResult(f.result(found), self._stable)
         hold = open_at
-        pending: list[tuple[str, Span]] = []
+        pending: list[tuple[str, Span, tuple[int, int]]] = []
         for p in f.patterns:
-            scan = f._scan(p, canon, final=False)
+            scan = f._scan(p, canon, final=False, pos=resume[p.key])
             if scan.hold < len(canon.text):
                 hold = min(hold, canon.original(scan.hold))
-            pending += [(p.key, canon.span(a, b)) for a, b in scan.found]
+            pending += [(p.key, canon.span(a, b), canon.resume_point(b)) for a, b in scan.found]
         stable = max(self._stable, hold)
         # A final match that starts after another pattern's hold waits for its turn, so
         # each is reported once.
-        found = [(k, s) for k, s in pending if self._stable <= s.start < stable]
-        for k, s in found:
-            self._last[k] = (s.start, s.end)
+        found = []
+        for k, span, point in pending:
+            if self._stable <= span.start < stable:
+                found.append((k, span))
+                self._last[k] = (point, span.end)
         found.sort(key=lambda f: (f[1].start, f[1].end, f[0]))
+        for t in canon.tokens:
+            if t.start >= stable:
+                break
+            if t.text != ".":
+                self._anchor = t.start
         self._stable = stable
         return ScanResult(f.result(found), stable)
-
-
-def _is_word_char(ch: str) -> bool:
-    folded = FOLD_TABLE.get(ch)
-    if folded is None:
-        folded = fold_char(ch)
-    return any(c.isalnum() for c in folded)
-
-
-#: How far re-reading may reach back for look-behinds (separators) and number phrases.
-_MAX_SEPARATORS_BACK = 256
-_MAX_NUMBER_WORDS_BACK = 8
-
-
-def _safe_start(text: str, pos: int) -> int:
-    """A word start at or before `pos` from which tokenising gives the same tokens as
-    tokenising the whole text: not inside a word or a number phrase, and with the previous
-    word in view for look-behinds."""
-    while pos > 0 and _is_word_char(text[pos - 1]):
-        pos -= 1
-    for _ in range(_MAX_NUMBER_WORDS_BACK + 1):
-        k = pos
-        limit = max(0, pos - _MAX_SEPARATORS_BACK)
-        while k > limit and not _is_word_char(text[k - 1]):
-            k -= 1
-        if k == 0 or (k == limit and not _is_word_char(text[k - 1])):
-            return k
-        end = k
-        while k > 0 and _is_word_char(text[k - 1]):
-            k -= 1
-        word = "".join(fold_char(c) for c in text[k:end])
-        pos = k
-        if word not in _NUMBERISH:
-            return pos
-    return pos
 
 
 FILTER = Pii

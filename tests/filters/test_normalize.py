@@ -51,6 +51,8 @@ DIGITS = [
     ("\u09ea\u09e7\u09eb", "415"),  # Bengali
     ("\u0e54\u0e51\u0e55", "415"),  # Thai
     ("\u2463\u2460\u2464", "415"),  # circled digits
+    ("\u2779\u2776\u277a", "415"),  # negative circled digits: a digit value, not decimal
+    ("\u136c\u1369\u136d", "415"),  # Ethiopic digits
 ]
 
 

@@ -5,7 +5,8 @@ each disguised by every obfuscation of tests/filters/verbatim_cases.py, checked 
 shipped policy's options (min_words 12). False positives: every benign text of the same module
 (the policy's near-miss set, written reviews and summaries, quotes one word shorter than
 min_words, other prose of policies/data), one text at a time. Also: `check()` time on a
-4,000-word benign prompt and the words held back while streaming benign text.
+4,000-word benign prompt, `scan()` time per 16 characters of a streamed 1,500-word benign
+answer, and the words held back while streaming it (4-character pieces).
 Results: bench/results/verbatim_quality.json.
 """
 
@@ -71,10 +72,23 @@ def cost(flt: Verbatim) -> dict[str, Any]:
         t0 = time.perf_counter()
         flt.check(long)
         timings.append(time.perf_counter() - t0)
-    stream = feed(flt.open_stream(), " ".join(ws[:1500]))
+    answer = " ".join(ws[:1500])
+    stream = feed(flt.open_stream(), answer)
     held = sorted(stream.held_words)
+    scanner = flt.open_stream()
+    steps = [answer[:c] for c in range(16, len(answer), 16)] + [answer]
+    per_scan = []
+    for k, prefix in enumerate(steps):
+        t0 = time.perf_counter()
+        scanner.scan(prefix, k == len(steps) - 1)
+        per_scan.append(time.perf_counter() - t0)
+    per_scan.sort()
     return {
         "check_4000_words_ms": round(statistics.median(timings) * 1e3, 1),
+        "scan_per_16_chars_ms": {
+            "p50": round(per_scan[len(per_scan) // 2] * 1e3, 3),
+            "p99": round(per_scan[int(0.99 * (len(per_scan) - 1))] * 1e3, 3),
+        },
         "stream_held_words": {
             "median": held[len(held) // 2],
             "p99": held[int(0.99 * (len(held) - 1))],

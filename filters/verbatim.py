@@ -92,8 +92,10 @@ GAP_PENALTY = 0.1
 START_WEIGHT = 0.5
 #: Words fed per unit of `check_steps`.
 UNIT_WORDS = 512
-#: Segmentations cached per filter (shared by all streams; the key is one word).
+#: Segmentations cached per filter (shared by all streams; the key is one word of at most
+#: SEGMENT_CACHE_CHARS characters).
 SEGMENT_CACHE = 1 << 16
+SEGMENT_CACHE_CHARS = 64
 
 
 class _Corpus:
@@ -126,7 +128,7 @@ class _Corpus:
             (ids[k], ids[k + b]) for b in range(1, PAIR_SPAN + 1) for k in range(len(ids) - b)
         }
         self._max_len = max((len(w) for w in self.vocab), default=0)
-        self.segment = lru_cache(maxsize=SEGMENT_CACHE)(self._segment)
+        self._cached_segment = lru_cache(maxsize=SEGMENT_CACHE)(self._segment)
 
     def occurs(self, seq: list[int]) -> bool:
         """Whether `seq` appears as consecutive words somewhere in the corpus."""
@@ -173,6 +175,13 @@ class _Corpus:
                 out.append(Word(joined, raw[i].start, raw[best].end))
             i = best + 1
         return out, len(raw)
+
+    def segment(self, token: str) -> tuple[str, ...] | None:
+        """`_segment`, cached for words of ordinary length (a client's long words must not
+        fill the shared cache)."""
+        if len(token) > SEGMENT_CACHE_CHARS:
+            return self._segment(token)
+        return self._cached_segment(token)
 
     def _segment(self, token: str) -> tuple[str, ...] | None:
         """The cheapest split of `token` into corpus words and unknown runs, or None when

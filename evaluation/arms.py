@@ -161,13 +161,17 @@ def _find_seconds(data: Any) -> float | None:
     return None
 
 
-def write_policies(dest: Path, modes: dict[str, str], adapters: dict[str, Path]) -> Path:
-    """A copy of policies/ with each policy's `mode` set (policies not named: `off`)."""
+def write_policies(dest: Path, modes: dict[str, str], adapters: dict[str, Path],
+                   literals: dict[str, list[str]] | None = None) -> Path:
+    """A copy of policies/ with each policy's `mode` set (policies not named: `off`), and
+    `data.literals` added where given (what mode decode bans byte for byte)."""
     shutil.copytree(POLICIES, dest, dirs_exist_ok=True)
     for path in sorted(dest.glob("*.yaml")):
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
         name = spec["name"]
         spec["mode"] = modes.get(name, "off")
+        if literals and name in literals:
+            spec.setdefault("data", {})["literals"] = list(literals[name])
         if name in adapters:
             spec["adapter"] = {"path": str(adapters[name]),
                                "method": adapters[name].name[len(name) + 1 :]}
@@ -220,11 +224,15 @@ class GatewayProcess:
             time.sleep(0.5)
         raise RuntimeError(f"gateway not ready after {timeout:.0f} s; log {self.log}")
 
-    def unlearning_status(self) -> dict[str, str]:
+    def policy_status(self, column: str) -> dict[str, str]:
+        """One column of /admin/policies (unlearning, decoding) per policy name."""
         response = httpx.get(f"{self.url}/admin/policies", timeout=10,
                              headers={"authorization": f"Bearer {self.admin_key}"})
         response.raise_for_status()
-        return {row["name"]: str(row.get("unlearning", "")) for row in response.json()["policies"]}
+        return {row["name"]: str(row.get(column, "")) for row in response.json()["policies"]}
+
+    def unlearning_status(self) -> dict[str, str]:
+        return self.policy_status("unlearning")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -234,6 +242,31 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def decode_plan(policies: Sequence[str]) -> tuple[dict[str, str], dict[str, list[str]],
+                                                 dict[str, str]]:
+    """Modes, literals and skipped targets of the `decode` arm.
+
+    Mode decode needs text to index: the work's corpus file; for the person, her own policy
+    data (the protected PII values) as literals. The concept policy has neither (only
+    exemplars, which describe the concept rather than spell it), so it is not run there."""
+    modes: dict[str, str] = {}
+    literals: dict[str, list[str]] = {}
+    skipped: dict[str, str] = {}
+    for path in sorted(POLICIES.glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        name, data = spec["name"], spec.get("data") or {}
+        if name not in policies:
+            continue
+        if data.get("corpus_file") or data.get("literals"):
+            modes[name] = "decode"
+        elif data.get("pii"):
+            modes[name] = "decode"
+            literals[name] = [str(v) for v in data["pii"].values()]
+        else:
+            skipped[name] = "mode decode needs a corpus or literals; this policy has neither"
+    return modes, literals, skipped
 
 
 def adapter_routed(status: str) -> bool:
@@ -248,13 +281,17 @@ class StackPlan:
     policies: list[str]
     arms: list[str] | None = None  # names to run; None: all
     engine_port: int = 0
+    #: extra environment of every engine (e.g. VLLM_CPU_OMP_THREADS_BIND for both cores)
+    engine_env: dict[str, str] = field(default_factory=dict)
+    #: serve the target phase from this model instead of <cache>/models/lethe-target
+    target_model: Path | None = None
 
 
 class LocalStack:
     """Brings arms up on this machine: one vLLM engine at a time, gateways in front of it.
 
-    Phases: the base model (arm `base`); the memorized target (`target`, `suppress`, and per
-    unlearning method `unlearn-<m>`, `both-<m>`); the retain-only oracle (`oracle`).
+    Phases: the base model (arm `base`); the memorized target (`target`, `suppress`, `decode`,
+    and per unlearning method `unlearn-<m>`, `both-<m>`); the retain-only oracle (`oracle`).
     """
 
     def __init__(self, plan: StackPlan, logs: Path) -> None:
@@ -263,11 +300,13 @@ class LocalStack:
         self.admin_key = "eval-" + os.urandom(8).hex()
         self.adapters = adapter_dirs(plan.policies)
         self.methods = sorted({m for _, m in self.adapters})
-        self.models = {"base": None, "target": cache_dir() / "models" / "lethe-target",
+        self.models = {"base": None,
+                       "target": plan.target_model or cache_dir() / "models" / "lethe-target",
                        "oracle": cache_dir() / "models" / "lethe-oracle"}
+        self.tmp = tempfile.TemporaryDirectory(prefix="lethe-eval-stack-")
 
     def arm_names(self) -> list[str]:
-        names = ["base", "target", "suppress"]
+        names = ["base", "target", "suppress", "decode"]
         names += [f"{mode}-{m}" for m in self.methods for mode in ("unlearn", "both")]
         names.append("oracle")
         return [n for n in names if self.plan.arms is None or n in self.plan.arms]
@@ -302,9 +341,16 @@ class LocalStack:
     def _phase(self, model_dir: Path, served: str, names: list[str]) -> Iterator[Arm]:
         from gateway.engine import Engine, free_port
 
+        decode_dir = None
+        if "decode" in names:
+            # The engine indexes these at start-up; requests naming no policy (every other
+            # arm of the phase) pass through its processor untouched.
+            modes, literals, _ = decode_plan(self.plan.policies)
+            decode_dir = write_policies(Path(self.tmp.name) / "decode", modes, {}, literals)
         engine = Engine(model_dir, served_model_name=served,
                         port=self.plan.engine_port or free_port(),
-                        log_path=self.logs / f"vllm-{served}.log")
+                        log_path=self.logs / f"vllm-{served}.log", env=self.plan.engine_env,
+                        decode_policies=decode_dir)
         engine.start()
         try:
             engine.wait_healthy(timeout=600)
@@ -319,6 +365,9 @@ class LocalStack:
             yield Arm(name, direct, "direct", weights=direct,
                       description=f"{direct.model} served by vLLM, no gateway")
             return
+        if name == "decode":
+            yield from self._decode_arm(upstream, direct)
+            return
         if name == "suppress":
             modes = {p: "suppress" for p in self.plan.policies}
             with self._gateways({"all": modes}, name, upstream) as gws:
@@ -328,6 +377,28 @@ class LocalStack:
             return
         mode, method = name.split("-", 1)
         yield from self._unlearn_arm(name, mode, method, upstream, direct)
+
+    def _decode_arm(self, upstream: str, direct: Endpoint) -> Iterator[Arm]:
+        modes, literals, skipped = decode_plan(self.plan.policies)
+        if not modes:
+            yield Arm("decode", None, "gateway", unavailable="no policy can run in mode decode",
+                      skipped=skipped)
+            return
+        with self._gateways({"all": modes}, "decode", upstream, literals=literals) as gws:
+            gw = gws["all"]
+            status = gw.policy_status("decoding")
+            per_target: dict[str, Endpoint] = {}
+            for policy in modes:
+                if status.get(policy, "").startswith("enforced by the engine"):
+                    per_target[policy] = Endpoint(gw.url + "/v1", direct.model)
+                else:
+                    # the gateway fell back to the policy's filters: that is the suppress
+                    # arm again, not decoding, so it is not counted as decode
+                    skipped[policy] = f"decoding not enforced: {status.get(policy, 'unknown')}"
+            yield Arm("decode", None, "gateway",
+                      "target behind the gateway, policies in mode decode (MemFree in vLLM)",
+                      per_target=per_target, weights=direct, skipped=skipped,
+                      unavailable=None if per_target else "; ".join(skipped.values()))
 
     def _unlearn_arm(self, name: str, mode: str, method: str, upstream: str,
                      direct: Endpoint) -> Iterator[Arm]:
@@ -383,9 +454,10 @@ class LocalStack:
 
     class _GatewaySet:
         def __init__(self, stack: LocalStack, configs: dict[str, dict[str, str]], name: str,
-                     upstream: str, method: str | None) -> None:
+                     upstream: str, method: str | None,
+                     literals: dict[str, list[str]] | None = None) -> None:
             self.stack, self.configs, self.name = stack, configs, name
-            self.upstream, self.method = upstream, method
+            self.upstream, self.method, self.literals = upstream, method, literals
             self.procs: dict[str, GatewayProcess] = {}
             self.tmp = tempfile.TemporaryDirectory(prefix=f"lethe-eval-{name}-")
 
@@ -394,7 +466,8 @@ class LocalStack:
                 for key, modes in self.configs.items():
                     adapters = ({p: d for (p, m), d in self.stack.adapters.items()
                                  if m == self.method} if self.method else {})
-                    policies = write_policies(Path(self.tmp.name) / key, modes, adapters)
+                    policies = write_policies(Path(self.tmp.name) / key, modes, adapters,
+                                              self.literals)
                     self.procs[key] = GatewayProcess(
                         self.upstream, policies, self.stack.logs / f"gateway-{self.name}-{key}.log",
                         self.stack.admin_key)
@@ -411,5 +484,6 @@ class LocalStack:
             self.tmp.cleanup()
 
     def _gateways(self, configs: dict[str, dict[str, str]], name: str, upstream: str,
-                  method: str | None = None) -> LocalStack._GatewaySet:
-        return LocalStack._GatewaySet(self, configs, name, upstream, method)
+                  method: str | None = None, literals: dict[str, list[str]] | None = None
+                  ) -> LocalStack._GatewaySet:
+        return LocalStack._GatewaySet(self, configs, name, upstream, method, literals)

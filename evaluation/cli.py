@@ -34,7 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", help="comma-separated policies (default: all three)")
     parser.add_argument("--techniques", help="comma-separated attacks (default: all); "
                         f"known: {', '.join(ATTACKS)}")
-    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help=f"requests in flight per arm (default: {EvalSettings.concurrency})")
+    parser.add_argument("--per-technique", type=int, default=None,
+                        help="attack prompts per technique and target (default: "
+                        f"{EvalSettings.per_technique}; quick: "
+                        f"{EvalSettings.quick().per_technique})")
+    parser.add_argument("--engine-threads", default=None,
+                        help="CPU cores for each vLLM engine, e.g. 0-1 (sets "
+                        "VLLM_CPU_OMP_THREADS_BIND and OMP_NUM_THREADS; default: vLLM's own "
+                        "choice, one core on CPU)")
+    parser.add_argument("--target-model", type=Path, default=None,
+                        help="model for the target phase (default: <cache>/models/lethe-target; "
+                        "'base' serves those arms from the base model, said in the report)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -46,8 +58,27 @@ def _arm_source(args: argparse.Namespace, policies: list[str]) -> tuple[Iterator
             raise ArmConfigError("--stack none needs --config FILE listing the arms")
         arms = [a for a in load_arms(args.config) if wanted is None or a.name in wanted]
         return iter(arms), [a.name for a in arms]
-    stack = LocalStack(StackPlan(policies, wanted), args.out / "logs")
+    env: dict[str, str] = {}
+    if args.engine_threads:
+        env = {"VLLM_CPU_OMP_THREADS_BIND": args.engine_threads,
+               "OMP_NUM_THREADS": str(core_count(args.engine_threads))}
+    target_model = args.target_model
+    if target_model is not None and str(target_model) == "base":
+        from gateway.engine import resolve_model
+
+        target_model = resolve_model("base")
+    stack = LocalStack(StackPlan(policies, wanted, engine_env=env, target_model=target_model),
+                       args.out / "logs")
     return stack.arms(), stack.arm_names()
+
+
+def core_count(spec: str) -> int:
+    """Cores named by a CPU list such as '0-1' or '0,2-3'."""
+    count = 0
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        count += int(high or low) - int(low) + 1
+    return count
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     if args.concurrency:
         overrides["concurrency"] = args.concurrency
+    if args.per_technique:
+        overrides["per_technique"] = args.per_technique
     if args.techniques:
         techniques = tuple(t.strip() for t in args.techniques.split(","))
         unknown = [t for t in techniques if t not in ATTACKS]
@@ -89,8 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full", "stack": args.stack,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
         "targets": policies, "arms_planned": names, "settings": asdict(settings),
-        "duration_s": 0.0,
+        "duration_s": 0.0, "command": "lethe eval " + " ".join(argv or []),
+        "engine_threads": args.engine_threads or "vllm default (one core)", "notes": [],
     }
+    if args.target_model is not None:
+        meta["notes"].append(f"The target phase (target, suppress, decode, unlearn/both arms) "
+                             f"was served by {args.target_model}, not the memorized target.")
     results: dict[str, Any] = {"meta": meta, "arms": []}
     bar = tqdm(total=0, unit="req", disable=args.no_progress, dynamic_ncols=True)
 

@@ -34,6 +34,8 @@ class Reply:
     latency_s: float = 0.0
     completion_tokens: int = 0
     finish_reasons: tuple[str, ...] = ()
+    #: how many times the request was sent (retries of failures)
+    attempts: int = 1
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

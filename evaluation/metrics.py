@@ -1,4 +1,10 @@
-"""Scores: ROUGE-L, key-fact match, Min-K% probability, ROC AUC, rates and percentiles."""
+"""Scores: ROUGE-L, LCS, MinHash, key-fact match, Min-K%, ROC AUC, rates with Wilson intervals.
+
+ROUGE-L is computed here, not with `rouge-score`: its only release with ROUGE-L (0.1.2) ships
+as a source archive (no wheel) and pulls nltk and absl; `tokens` reproduces its default
+tokenizer (lowercase, runs of [a-z0-9]) and `rouge_l` its LCS F-measure, tested against the
+values rouge-score gives for the same pairs.
+"""
 
 from __future__ import annotations
 
@@ -99,6 +105,85 @@ def roc_auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
 
 def rate(flags: Sequence[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
+
+
+#: two-sided 95 % normal quantile
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """Wilson score interval for k successes in n trials (None when n is 0).
+
+    Chosen over the normal (Wald) interval because the cells here are small and often at
+    0 % or 100 %, where Wald collapses to a zero-width interval."""
+    if n <= 0:
+        return None
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # k = 0 and k = n have exact bounds of 0 and 1; rounding would leave 1e-17 off them
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
+
+
+def proportion(flags: Sequence[bool], failed: int = 0) -> dict[str, Any]:
+    """A rate with its n and 95 % Wilson interval; `failed` requests are reported beside it
+    (never folded into k or n, never dropped from the record)."""
+    n, k = len(flags), sum(bool(f) for f in flags)
+    interval = wilson(k, n)
+    return {"k": k, "n": n, "rate": k / n if n else None,
+            "ci95": list(interval) if interval else None, "failed": failed}
+
+
+def mean_ci(values: Sequence[float], z: float = Z95) -> dict[str, Any]:
+    """Mean with n and a normal-approximation 95 % interval (t would be wider below n=30)."""
+    n = len(values)
+    if not n:
+        return {"n": 0, "mean": None, "ci95": None}
+    m = sum(values) / n
+    if n == 1:
+        return {"n": 1, "mean": m, "ci95": None}
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
+    half = z * sd / math.sqrt(n)
+    return {"n": n, "mean": m, "ci95": [m - half, m + half]}
+
+
+def longest_common_substring(candidate: str, reference: str) -> int:
+    """Longest run of consecutive words shared by both texts (CoTaEval's LCS, word level)."""
+    a, b = tokens(candidate), tokens(reference)
+    best = 0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0] * (len(b) + 1)
+        for j, y in enumerate(b, 1):
+            if x == y:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
+def minhash_similarity(candidate: str, reference: str, shingle: int = 3,
+                       num_perm: int = 128) -> float:
+    """Estimated Jaccard similarity of word 3-gram sets (datasketch MinHash, fixed seed)."""
+    from datasketch import MinHash
+
+    def sketch(text: str) -> MinHash:
+        words = tokens(text)
+        grams = {" ".join(words[i : i + shingle]) for i in range(len(words) - shingle + 1)}
+        grams = grams or ({" ".join(words)} if words else set())
+        h = MinHash(num_perm=num_perm, seed=1)
+        for g in grams:
+            h.update(g.encode())
+        return h
+
+    if not tokens(candidate) or not tokens(reference):
+        return 0.0
+    return float(sketch(candidate).jaccard(sketch(reference)))
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -145,6 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
+        if settings.metrics_port:
+            # Served on the metrics port only, out of the clients' reach.
+            raise GatewayError(404, "metrics are served on the metrics port", code=404)
         body, content_type = request.app.state.runtime.metrics.render()
         return Response(body, media_type=content_type)
 

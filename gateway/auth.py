@@ -1,13 +1,30 @@
-"""API keys mapped to tenants, and the admin key. Keys are kept only as SHA-256 digests."""
+"""API keys mapped to tenants, and the admin key. Keys are kept only as SHA-256 digests.
+
+Key files (mounted Secrets) are re-read when they change, so a rotation needs no restart:
+at most once a second a request stats them, and a changed file is parsed again. A change that
+leaves no key or does not parse is refused and the keys in force stay (logged).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import GatewayError
+
+log = logging.getLogger("lethe")
+
+#: Longest a rotated key file goes unnoticed; the check is one stat() per file.
+RELOAD_CHECK_S = 1.0
+
+
+class AuthConfigError(ValueError):
+    """The key configuration cannot be used (an empty or missing keys file): refuse to start."""
 
 
 def digest(key: str) -> bytes:
@@ -45,12 +62,35 @@ class Principal:
     admin: bool = False
 
 
-class KeyStore:
-    """No keys configured means an open gateway (local development), said once at start-up."""
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)  # follows kubelet's ..data symlink to the current file
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def __init__(self, keys: dict[bytes, str], admin: bytes | None) -> None:
+
+@dataclass(frozen=True)
+class _Sources:
+    api_keys: str | None
+    api_keys_file: Path | None
+    admin_key: str | None
+    admin_key_file: Path | None
+
+
+class KeyStore:
+    """No keys configured at all means an open gateway (local development), said once at
+    start-up. A configured keys file must hold at least one key: an empty one refuses to start
+    (run open by not configuring the file, chart: auth.enabled=false)."""
+
+    def __init__(
+        self, keys: dict[bytes, str], admin: bytes | None, sources: _Sources | None = None
+    ) -> None:
         self._keys = keys
         self._admin = admin
+        self._sources = sources
+        self._signatures: tuple[object, ...] = self._current_signatures()
+        self._next_check = time.monotonic() + RELOAD_CHECK_S
 
     @classmethod
     def from_sources(
@@ -61,23 +101,51 @@ class KeyStore:
         admin_key: str | None = None,
         admin_key_file: Path | None = None,
     ) -> KeyStore:
-        keys: dict[bytes, str] = {}
-        if api_keys:
-            keys.update(_parse_pairs(api_keys, "LETHE_API_KEYS"))
-        if api_keys_file is not None:
-            keys.update(_parse_pairs(api_keys_file.read_text(), str(api_keys_file)))
-        admin = None
-        if admin_key_file is not None:
-            admin_key = admin_key_file.read_text().strip()
-        if admin_key:
-            admin = digest(admin_key)
-        return cls(keys, admin)
+        sources = _Sources(api_keys, api_keys_file, admin_key, admin_key_file)
+        keys = _read_keys(sources)
+        admin = _read_admin(sources, at_start=True)
+        return cls(keys, admin, sources)
 
     @property
     def open(self) -> bool:
         return not self._keys
 
+    @property
+    def admin_enabled(self) -> bool:
+        return self._admin is not None
+
+    def _current_signatures(self) -> tuple[object, ...]:
+        s = self._sources
+        if s is None:
+            return ()
+        files = (s.api_keys_file, s.admin_key_file)
+        return tuple(_signature(f) if f is not None else None for f in files)
+
+    def refresh(self) -> None:
+        """Re-read changed key files (at most once per RELOAD_CHECK_S)."""
+        now = time.monotonic()
+        if self._sources is None or now < self._next_check:
+            return
+        self._next_check = now + RELOAD_CHECK_S
+        current = self._current_signatures()
+        if current == self._signatures:
+            return
+        self._signatures = current
+        try:
+            keys = _read_keys(self._sources)
+        except (AuthConfigError, ValueError, OSError) as exc:
+            log.error("API keys not reloaded, the keys in force stay: %s", exc)
+        else:
+            if keys != self._keys:
+                log.info("API keys reloaded: %d keys", len(keys))
+            self._keys = keys
+        admin = _read_admin(self._sources, at_start=False)
+        if (admin is None) != (self._admin is None):
+            log.warning("admin endpoints %s", "enabled" if admin else "disabled (no admin key)")
+        self._admin = admin
+
     def authenticate(self, authorization: str | None) -> Principal:
+        self.refresh()
         if self.open:
             return Principal("default")
         key = _bearer(authorization)
@@ -93,6 +161,7 @@ class KeyStore:
         return Principal(tenant)
 
     def authenticate_admin(self, authorization: str | None) -> Principal:
+        self.refresh()
         key = _bearer(authorization)
         if self._admin is None:
             raise GatewayError(403, "admin endpoints are disabled (no admin key configured)",
@@ -101,6 +170,43 @@ class KeyStore:
             raise GatewayError(401, "invalid or missing admin key", type="authentication_error",
                                code="invalid_api_key")
         return Principal("admin", admin=True)
+
+
+def _read_keys(sources: _Sources) -> dict[bytes, str]:
+    keys: dict[bytes, str] = {}
+    if sources.api_keys:
+        keys.update(_parse_pairs(sources.api_keys, "LETHE_API_KEYS"))
+    path = sources.api_keys_file
+    if path is not None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise AuthConfigError(
+                f"API keys file {path} cannot be read ({exc.strerror or exc}); mount the Secret "
+                "there, or unset LETHE_API_KEYS_FILE to run without keys"
+            ) from exc
+        from_file = _parse_pairs(text, str(path))
+        if not from_file:
+            raise AuthConfigError(
+                f"API keys file {path} holds no key: the gateway would accept every client. "
+                "Add `key:tenant` lines, or unset LETHE_API_KEYS_FILE (chart: "
+                "auth.enabled=false) to run without keys on purpose"
+            )
+        keys.update(from_file)
+    return keys
+
+
+def _read_admin(sources: _Sources, at_start: bool) -> bytes | None:
+    admin_key = sources.admin_key
+    path = sources.admin_key_file
+    if path is not None:
+        try:
+            admin_key = path.read_text().strip() or admin_key
+        except OSError:
+            # A Secret without the admin key: admin endpoints off, the gateway still serves.
+            if at_start:
+                log.warning("admin key file %s is missing: admin endpoints disabled", path)
+    return digest(admin_key) if admin_key else None
 
 
 def _bearer(authorization: str | None) -> str:

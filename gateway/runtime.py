@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,11 @@ from starlette.responses import Response
 from gateway.adapters import AdapterError, AdapterRegistry
 from gateway.auth import KeyStore
 from gateway.decode import EngineDecoding, wants_decode
+from gateway.engine_pool import upstream_api_key
 from gateway.errors import GatewayError
 from gateway.filter_pool import FilterPool
 from gateway.metrics import Metrics, bounded_model
+from gateway.metrics_port import serve_metrics
 from gateway.pipeline import UPSTREAM_PATHS, Pipeline
 from gateway.policy_store import PolicyStore
 from gateway.runtime_resources import cache_root
@@ -49,6 +51,7 @@ class Runtime:
             max_connections=settings.max_upstream_connections,
             pool_timeout=settings.upstream_pool_timeout_s,
             keepalive=settings.upstream_keepalive_s,
+            api_key=upstream_api_key(settings),
         )
         self.metrics.watch_upstream_pool(self.upstream.pool_stats)
         self.pool = FilterPool(
@@ -66,6 +69,7 @@ class Runtime:
         self.draining = False
         self.in_flight = 0
         self._models_cache: tuple[float, dict[str, Any]] | None = None
+        self._stop_metrics_port: Callable[[], None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -73,10 +77,16 @@ class Runtime:
         if runtime.keys.open:
             log.warning("no API keys configured: the gateway accepts every client")
         await runtime.policies.load_initial()
+        if settings.metrics_port:
+            runtime._stop_metrics_port = serve_metrics(
+                settings.host, settings.metrics_port, runtime.metrics.registry
+            )
         return runtime
 
     async def stop(self) -> None:
         self.draining = True
+        if self._stop_metrics_port is not None:
+            self._stop_metrics_port()
         await self.policies.stop()
         if self._adapter_watcher is not None:
             self._adapter_watcher.cancel()

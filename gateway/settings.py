@@ -75,3 +75,28 @@ class Settings(BaseSettings):
     #: Decoding-time suppression in the engine (policy mode decode/both): `auto` probes the
     #: engine for Lethe's logits processor; `off` never relies on it (their filters run).
     engine_decode: Literal["auto", "off"] = "auto"
+
+    #: Bearer token sent on every call to the engine (vLLM's --api-key); the file is the
+    #: safer place (a mounted Secret).
+    upstream_api_key: str | None = None
+    upstream_api_key_file: Path | None = None
+    #: Serve /metrics on this port only, not on the serving port (0: on the serving port).
+    metrics_port: int = Field(0, ge=0, le=65535)
+
+    #: `require`: when a policy bans tokens, the tokenizer must encode probe texts to the
+    #: engine's token ids (/tokenize) or the gateway refuses to start; `off`: no check.
+    tokenizer_check: Literal["require", "off"] = "require"
+
+    #: The adapter store as this gateway sees it (relative `adapter.path`s resolve here) ...
+    adapter_dir: Path | None = None
+    #: ... and the same store as the engines see it: the path sent to /v1/load_lora_adapter.
+    engine_adapter_dir: str | None = None
+    #: Every engine replica, for loading adapters into each: base URLs, or one URL whose host
+    #: name resolves to one A record per replica (a headless Service). Empty: the upstream.
+    engine_endpoints: tuple[str, ...] = ()
+    engine_discovery: str | None = None
+    #: How often every replica is checked for the adapters (and re-loaded after a restart).
+    adapter_sync_interval_s: float = Field(10.0, gt=0)
+    #: Unload a policy's adapter from the engines when a reload removes the policy. Never
+    #: at start-up, and never because another gateway lacks the policy.
+    adapter_unload_on_removal: bool = True

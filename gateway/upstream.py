@@ -151,6 +151,7 @@ class Upstream:
         max_connections: int = 256,
         pool_timeout: float = 5.0,
         keepalive: float = 4.0,
+        api_key: str | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https"):
@@ -169,6 +170,8 @@ class Upstream:
         self._pool_timeouts = 0
         self._urls: dict[str, URL] = {}
         self._session: aiohttp.ClientSession | None = None
+        # vLLM's --api-key guards every /v1 route, management calls included.
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else None
 
     def pool_stats(self) -> PoolStats:
         return PoolStats(self._in_use, self.limit, self._waiting, self._pool_timeouts)
@@ -191,6 +194,7 @@ class Upstream:
                 ),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=_SKIP_HEADERS,
+                headers=self._headers,
             )
         return self._session
 

@@ -16,6 +16,11 @@ through a gateway with no active policy):
   comment_every_s with mode=comments: send only SSE comments, one every this many seconds
   trickle_whole   mode: a whole (non-stream) answer sent 16 bytes at a time, `chunk_delay_s`
                   apart
+
+Like vLLM, it can require an API key on its /v1 routes (`Recorder.api_key`), lists loaded LoRA
+adapters in /v1/models (`root` = their path), refuses to load a name it holds unless
+`load_inplace`, and tokenizes (/tokenize, /detokenize) with `Recorder.tokenizer` when a test
+sets one (404 otherwise, like an upstream without those routes).
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from typing import Any
 import orjson
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 def free_port() -> int:
@@ -47,6 +55,32 @@ class Recorder:
         self.cancelled = 0
         self.completed_streams = 0
         self.adapters: dict[str, str] = {}
+        #: Every LoRA load and unload asked for, in order (load bodies, unloaded names).
+        self.lora_loads: list[dict[str, Any]] = []
+        self.lora_unloads: list[str] = []
+        #: When set, /v1 routes answer 401 unless `Authorization: Bearer <api_key>`.
+        self.api_key: str | None = None
+        self.authorizations: list[str | None] = []
+        #: A Hugging Face tokenizer for /tokenize and /detokenize; None: those answer 404.
+        self.tokenizer: Any = None
+
+
+class _ApiKeyGuard:
+    """vLLM's --api-key: /v1 routes need the bearer token, /health and /tokenize do not."""
+
+    def __init__(self, app: ASGIApp, recorder: Recorder) -> None:
+        self.app = app
+        self.recorder = recorder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            authorization = Headers(scope=scope).get("authorization")
+            self.recorder.authorizations.append(authorization)
+            key = self.recorder.api_key
+            if key is not None and authorization != f"Bearer {key}":
+                await JSONResponse({"error": "Unauthorized"}, status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _chunk(kind: str, index: int, text: str | None, finish: str | None, model: str) -> bytes:
@@ -215,6 +249,16 @@ def build_app(recorder: Recorder) -> Starlette:
                         "owned_by": "fake",
                         "parent": "fake-model",
                     },
+                    *(
+                        {
+                            "id": name,
+                            "object": "model",
+                            "owned_by": "fake",
+                            "root": path,
+                            "parent": "fake-model",
+                        }
+                        for name, path in list(recorder.adapters.items())
+                    ),
                 ],
             }
         )
@@ -224,6 +268,17 @@ def build_app(recorder: Recorder) -> Starlette:
 
     async def load_lora(request: Request) -> Response:
         body = await request.json()
+        recorder.lora_loads.append(body)
+        if body["lora_name"] in recorder.adapters and not body.get("load_inplace"):
+            message = (
+                f"The lora adapter '{body['lora_name']}' has already been loaded. If you want "
+                "to load the adapter in place, set 'load_inplace' to True."
+            )
+            return JSONResponse(
+                {"error": {"message": message, "type": "BadRequestError", "param": None,
+                           "code": 400}},
+                status_code=400,
+            )
         if "broken" in body.get("lora_path", ""):
             return JSONResponse(
                 {
@@ -241,8 +296,31 @@ def build_app(recorder: Recorder) -> Starlette:
 
     async def unload_lora(request: Request) -> Response:
         body = await request.json()
+        recorder.lora_unloads.append(body["lora_name"])
         recorder.adapters.pop(body["lora_name"], None)
         return Response(b"Success: LoRA adapter unloaded.")
+
+    async def tokenize(request: Request) -> Response:
+        if recorder.tokenizer is None:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        body = await request.json()
+        ids = recorder.tokenizer.encode(
+            body["prompt"], add_special_tokens=body.get("add_special_tokens", True)
+        )
+        return JSONResponse({"count": len(ids), "max_model_len": 2048, "tokens": ids})
+
+    async def detokenize(request: Request) -> Response:
+        if recorder.tokenizer is None:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        body = await request.json()
+        size = len(recorder.tokenizer)
+        if any(not 0 <= i < size for i in body["tokens"]):
+            return JSONResponse(
+                {"error": {"message": "token id out of vocabulary", "type": "BadRequestError",
+                           "param": None, "code": 400}},
+                status_code=400,
+            )
+        return JSONResponse({"prompt": recorder.tokenizer.decode(body["tokens"])})
 
     return Starlette(
         routes=[
@@ -252,7 +330,10 @@ def build_app(recorder: Recorder) -> Starlette:
             Route("/health", health),
             Route("/v1/load_lora_adapter", load_lora, methods=["POST"]),
             Route("/v1/unload_lora_adapter", unload_lora, methods=["POST"]),
-        ]
+            Route("/tokenize", tokenize, methods=["POST"]),
+            Route("/detokenize", detokenize, methods=["POST"]),
+        ],
+        middleware=[Middleware(_ApiKeyGuard, recorder=recorder)],
     )
 
 

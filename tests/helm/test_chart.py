@@ -52,11 +52,25 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
                 "selector": {
                     "type": "object",
                     "required": ["matchLabels"],
+                    "additionalProperties": False,
                     "properties": {
                         "matchLabels": {
                             "type": "object",
                             "additionalProperties": {"type": "string"},
-                        }
+                        },
+                        "matchExpressions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["key", "operator"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "key": {"type": "string"},
+                                    "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                                    "values": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                        },
                     },
                 },
                 "namespaceSelector": {
@@ -75,6 +89,20 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
                             "path": {"type": "string"},
                             "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                             "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "relabelings": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "sourceLabels": {
+                                            "type": "array",
+                                            "items": {"type": "string"},
+                                        },
+                                        "targetLabel": {"type": "string"},
+                                    },
+                                },
+                            },
                         },
                     },
                 },
@@ -128,6 +156,21 @@ def _kind(docs: list[Manifest], kind: str, component: str | None = None) -> list
 
 def _one(docs: list[Manifest], kind: str, component: str | None = None) -> Manifest:
     (found,) = _kind(docs, kind, component)
+    return found
+
+
+def _service(docs: list[Manifest], component: str) -> Manifest:
+    """The component's Service (not the engine's headless one)."""
+    (found,) = [
+        s
+        for s in _kind(docs, "Service", component)
+        if "lethe.io/service" not in s["metadata"]["labels"]
+    ]
+    return found
+
+
+def _named(docs: list[Manifest], kind: str, suffix: str) -> Manifest:
+    (found,) = [d for d in _kind(docs, kind) if d["metadata"]["name"].endswith(suffix)]
     return found
 
 
@@ -270,16 +313,16 @@ def test_api_keys_reach_the_pod_as_files_never_as_env_values(values_file: str) -
     for line in values["auth"]["apiKeys"].splitlines():
         assert line.split(":")[0] not in env_values
     assert values["auth"]["adminKey"] not in env_values
-    secret = _one(docs, "Secret")
+    secret = _named(docs, "Secret", "-auth")
     assert secret["data"]["api-keys"]
     env = _env(gateway)
     assert env["LETHE_API_KEYS_FILE"] == "/etc/lethe/secrets/api-keys"
     assert env["LETHE_ADMIN_KEY_FILE"] == "/etc/lethe/secrets/admin-key"
 
 
-def test_existing_secret_is_mounted_and_no_secret_is_created() -> None:
+def test_existing_secret_is_mounted_and_no_auth_secret_is_created() -> None:
     docs = manifests_for("existing-secret.yaml")
-    assert not _kind(docs, "Secret")
+    assert [s["metadata"]["name"] for s in _kind(docs, "Secret")] == ["demo-lethe-engine-api-key"]
     pod = _one(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["auth"]["secret"]["secretName"] == "lethe-keys"
@@ -340,7 +383,7 @@ def test_services_select_their_deployments_pods(values_file: str) -> None:
 
 def test_gateway_calls_the_engine_service_by_default() -> None:
     docs = manifests_for("defaults.yaml")
-    engine_service = _one(docs, "Service", "engine")
+    engine_service = _service(docs, "engine")
     upstream = _env(_container(_one(docs, "Deployment", "gateway")))["LETHE_UPSTREAM"]
     name, port = engine_service["metadata"]["name"], engine_service["spec"]["ports"][0]["port"]
     assert upstream == f"http://{name}:{port}"
@@ -530,8 +573,18 @@ def test_prestop_waits_for_in_flight_streams_up_to_the_drain_limit(
 
 
 def test_optional_objects_are_absent_by_default() -> None:
+    """Only the workloads and what secures them (NetworkPolicies, the engine's PDB and API key
+    Secret) and the `helm test` Pod: no HPA, Ingress, route, monitors, rules or dashboard."""
     kinds = {d["kind"] for d in manifests_for("defaults.yaml")}
-    assert kinds == {"Deployment", "Service", "Secret", "ServiceAccount"}
+    assert kinds == {
+        "Deployment",
+        "Service",
+        "Secret",
+        "ServiceAccount",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Pod",
+    }
 
 
 def test_all_features_render_hpa_pdb_ingress_monitors_and_dashboard() -> None:
@@ -542,14 +595,14 @@ def test_all_features_render_hpa_pdb_ingress_monitors_and_dashboard() -> None:
     assert hpa["spec"]["scaleTargetRef"]["name"] == gateway["metadata"]["name"]
     assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
     pod_labels = gateway["spec"]["template"]["metadata"]["labels"]
-    pdb = _one(docs, "PodDisruptionBudget")
+    pdb = _one(docs, "PodDisruptionBudget", "gateway")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     ingress = _one(docs, "Ingress")
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]
     assert backend["path"] == "/v1"
     assert (
         backend["backend"]["service"]["name"]
-        == _one(docs, "Service", "gateway")["metadata"]["name"]
+        == _service(docs, "gateway")["metadata"]["name"]
     )
     dashboard = next(
         d for d in _kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")
@@ -569,7 +622,7 @@ def test_service_monitors_scrape_metrics_on_the_named_service_port() -> None:
     for monitor in monitors:
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         component = monitor["metadata"]["labels"]["app.kubernetes.io/component"]
-        service = _one(docs, "Service", component)
+        service = _service(docs, component)
         assert (
             monitor["spec"]["selector"]["matchLabels"].items()
             <= service["metadata"]["labels"].items()

@@ -74,8 +74,66 @@ app.kubernetes.io/component: engine
 {{- end }}
 {{- end }}
 
+{{/* An image reference: `digest` (sha256:...) pins it and wins over the tag. */}}
+{{- define "lethe.image" -}}
+{{- $image := index . 0 }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository (default (index . 1) $image.tag) }}
+{{- end }}
+{{- end }}
+
 {{- define "lethe.gateway.image" -}}
-{{- printf "%s:%s" .Values.gateway.image.repository (default .Chart.AppVersion .Values.gateway.image.tag) }}
+{{- include "lethe.image" (list .Values.gateway.image .Chart.AppVersion) }}
+{{- end }}
+
+{{- define "lethe.engine.image" -}}
+{{- include "lethe.image" (list .Values.engine.image .Chart.AppVersion) }}
+{{- end }}
+
+{{/* The engine replicas' own addresses (A records of every pod, ready or not), for the
+adapter manager; completions still go through the engine Service. */}}
+{{- define "lethe.engine.headless" -}}
+{{- printf "%s-pods" (include "lethe.engine.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lethe.engine.apiKeySecretName" -}}
+{{- default (printf "%s-engine-api-key" (include "lethe.fullname" .)) .Values.engine.apiKey.existingSecret }}
+{{- end }}
+
+{{/* Whether the gateway sends an API key to the engine (and the engine requires one). */}}
+{{- define "lethe.engine.apiKeyOn" -}}
+{{- if and .Values.engine.apiKey.enabled (or .Values.engine.enabled .Values.engine.apiKey.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/* The gateway's metrics port name: its own port when gateway.metricsPort is set. */}}
+{{- define "lethe.gateway.metricsPortName" -}}
+{{- if .Values.gateway.metricsPort }}metrics{{ else }}http{{ end }}
+{{- end }}
+
+{{/* Adapters travel through one shared claim, mounted on the gateway and on every engine. */}}
+{{- define "lethe.adapters.on" -}}
+{{- if and .Values.engine.enabled .Values.engine.lora.enabled .Values.engine.lora.existingClaim }}true{{ end }}
+{{- end }}
+
+{{/* Where the gateway reads the served model's tokenizer (LETHE_TOKENIZER_DIR), by source. */}}
+{{- define "lethe.tokenizer.source" -}}
+{{- $t := .Values.tokenizer }}
+{{- if $t.dir }}dir
+{{- else if not .Values.engine.enabled }}image
+{{- else if and .Values.engine.model.existingClaim $t.mountEngineClaim }}engineClaim
+{{- else if and .Values.engine.model.hubId (not .Values.engine.model.existingClaim) $t.fetchFromHub }}hub
+{{- else }}image
+{{- end }}
+{{- end }}
+
+{{- define "lethe.tokenizer.dir" -}}
+{{- $source := include "lethe.tokenizer.source" . }}
+{{- if eq $source "dir" }}{{ .Values.tokenizer.dir }}
+{{- else if eq $source "engineClaim" }}{{ printf "%s/%s" .Values.tokenizer.engineModelMountPath (trimPrefix "/" .Values.engine.model.path) }}
+{{- else if eq $source "hub" }}/opt/lethe/tokenizer
+{{- end }}
 {{- end }}
 
 {{/* The vLLM URL the gateway calls. */}}
@@ -122,4 +180,29 @@ app.kubernetes.io/component: engine
 {{- if and .Values.policies.existingConfigMap .Values.policies.files }}
 {{- fail "policies: set files or existingConfigMap, not both" }}
 {{- end }}
+{{- if and $g.metricsPort (eq (int $g.metricsPort) (int $g.port)) }}
+{{- fail "gateway.metricsPort must differ from gateway.port (0 serves /metrics on the serving port)" }}
+{{- end }}
+{{- if .Values.engine.enabled }}
+{{- $e := .Values.engine }}
+{{- range $e.extraEnv }}
+{{- if and (eq .name "HF_TOKEN") (hasKey . "value") }}
+{{- fail "engine.extraEnv: HF_TOKEN must not be a plain value; set engine.hfTokenSecret (a secretKeyRef)" }}
+{{- end }}
+{{- end }}
+{{- $startup := mul (int $e.startupProbe.periodSeconds) (int $e.startupProbe.failureThreshold) }}
+{{- if lt (int $e.progressDeadlineSeconds) (int $startup) }}
+{{- fail (printf "engine.progressDeadlineSeconds (%d) must be at least the start-up probe's budget, periodSeconds x failureThreshold (%d), or every slow start is reported as a failed rollout" (int $e.progressDeadlineSeconds) (int $startup)) }}
+{{- end }}
+{{- $cache := $e.modelCache }}
+{{- if and $cache.enabled (not $e.model.existingClaim) (not $cache.existingClaim) (gt (int $e.replicas) 1) (not (has "ReadWriteMany" $cache.accessModes)) }}
+{{- fail (printf "engine.modelCache: %d engine replicas cannot share a ReadWriteOnce claim across nodes; set engine.modelCache.accessModes [ReadWriteMany] or engine.modelCache.existingClaim" (int $e.replicas)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Every scraped series carries `release` (the dashboard's and the alerts' filter). */}}
+{{- define "lethe.serviceMonitor.relabelings" -}}
+- sourceLabels: [__meta_kubernetes_service_label_app_kubernetes_io_instance]
+  targetLabel: release
 {{- end }}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -16,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "helm" / "dashboards" / "lethe-grafana.json"
 CHART_COPY = ROOT / "helm" / "lethe" / "dashboards" / "lethe-grafana.json"
 METRIC_NAME = re.compile(r"\blethe_[a-z0-9_]+")
+VLLM_NAME = re.compile(r"\bvllm:[a-z0-9_]+")
+# Counters and histograms are exposed with these suffixes on the declared name.
+SUFFIXES = ("_total", "_bucket", "_sum", "_count")
 
 
 def _dashboard() -> dict[str, Any]:
@@ -80,13 +84,50 @@ def test_quantiles_come_from_bucket_rates_aggregated_by_le() -> None:
             assert "_bucket{" in expr and "rate(" in expr, expr
 
 
-def test_queries_are_balanced_and_filtered_by_the_namespace_variable() -> None:
-    names = {v["name"] for v in _dashboard()["templating"]["list"]}
-    assert {"datasource", "namespace"} <= names
+def test_queries_are_balanced_and_filtered_by_namespace_and_release() -> None:
+    variables = {v["name"]: v for v in _dashboard()["templating"]["list"]}
+    assert {"datasource", "namespace", "release"} <= set(variables)
+    # The release list follows the namespace choice; the label comes from the ServiceMonitors.
+    assert 'namespace=~"$namespace"' in variables["release"]["definition"]
+    assert variables["release"]["definition"].endswith(", release)")
     for expr in _exprs():
         assert expr.count("(") == expr.count(")"), expr
         assert expr.count("{") == expr.count("}"), expr
-        assert 'namespace=~"$namespace"' in expr, expr
+        selectors = re.findall(r"(?:lethe_|vllm:)[a-z0-9_:]+\{([^}]*)\}", expr)
+        assert selectors, expr
+        for selector in selectors:
+            assert 'namespace=~"$namespace"' in selector, expr
+            assert 'release=~"$release"' in selector, expr
+
+
+@pytest.mark.parametrize(
+    "series",
+    [
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:generation_tokens_total",
+        "vllm:time_to_first_token_seconds_bucket",
+    ],
+)
+def test_engine_panels_show_vllm_load_tokens_and_ttft(series: str) -> None:
+    assert any(series + "{" in expr for expr in _exprs())
+
+
+def test_every_vllm_series_queried_is_declared_by_the_installed_vllm() -> None:
+    """Guards against a renamed vLLM metric (the panel would stay empty, silently)."""
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("vllm not installed")
+    metrics_dir = Path(next(iter(spec.submodule_search_locations))) / "v1" / "metrics"
+    declared = set(re.findall(r'"(vllm:[a-z0-9_]+)"', _read_all(metrics_dir)))
+    assert "vllm:num_requests_running" in declared, "vLLM's metrics moved: update this test"
+    for name in {n for expr in _exprs() for n in VLLM_NAME.findall(expr)}:
+        base = next((name[: -len(s)] for s in SUFFIXES if name.endswith(s)), name)
+        assert name in declared or base in declared, name
+
+
+def _read_all(directory: Path) -> str:
+    return "\n".join(p.read_text() for p in sorted(directory.glob("*.py")))
 
 
 def test_panels_have_unique_ids_and_do_not_overlap() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
@@ -105,9 +106,12 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[30, 20, 16])
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     flt = build()
     res = measure(flt, args.passages, args.seed, args.lengths)
     res["cost"] = cost(flt)
+    # The timings are only as quiet as the machine: its load average is recorded with them.
+    res["cost"]["load_average_before_after"] = [load_before, os.getloadavg()[0]]
     res["options"] = flt.options.model_dump()
     res["command"] = (
         f"python -m bench.verbatim_quality --passages {args.passages} --seed {args.seed} "

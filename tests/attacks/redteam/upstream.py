@@ -46,6 +46,8 @@ class Script:
     #: stream pieces; None = 8-character pieces of `text`
     chunks: tuple[str, ...] | None = None
     chunk_delay_s: float = 0.0
+    #: delay before the answer starts (whole and stream)
+    first_byte_s: float = 0.0
     #: stream: events sent as they are (dict/list -> JSON `data:`, str -> `data: <str>`,
     #: str starting with ":" -> comment line, bytes -> written raw); replaces generated chunks
     raw_events: tuple[Any, ...] | None = None
@@ -205,6 +207,8 @@ class ScriptedUpstream:
             kind = "chat" if request.url.path.endswith("chat/completions") else "completion"
             self.recorder.add(request.url.path, body)
             script = self.script
+            if script.first_byte_s:
+                await asyncio.sleep(script.first_byte_s)
             if script.status is not None:
                 payload = script.error_body
                 if isinstance(payload, bytes):

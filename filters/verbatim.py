@@ -76,7 +76,7 @@ from filters.normalize import Word, last_word_open, words
 MAX_PIECES = 4
 #: Longest chain of single letters joined back into one word ("H a r r y").
 MAX_LETTERS = 24
-#: Shortest unknown word that is tried as a join of corpus words ("ofthe").
+#: Shortest unknown word that is tried as a join of corpus words ("ofa").
 MIN_JOINED = 3
 #: Word-break: a piece that follows the previous one within `PAIR_SPAN` corpus words costs
 #: this much less (see `_Corpus._segment`).
@@ -102,7 +102,8 @@ SEGMENT_CACHE_CHARS = 64
 
 
 class _Corpus:
-    """Word ids of the corpus, its shingle set, a position index and word weights."""
+    """Word ids of the corpus, its `min_words`-gram set, position indexes, word weights and
+    what the word-break needs (prefixes, piece costs, word pairs)."""
 
     def __init__(self, text: str, n: int, span: int, leet: bool):
         toks = [w.text for w in words(text, leet=leet)]
@@ -122,7 +123,7 @@ class _Corpus:
         total = max(len(ids), 2)
         freq = [len(ps) for ps in self.positions]
         self.weight = [math.log(total / f) / math.log(total) if f else 0.0 for f in freq]
-        # Word-break cost: one unit per piece, a rare piece slightly dearer than a common one.
+        # Word-break cost: one unit per piece, more for a short one, a hair more for a rare one.
         self._piece_cost = {
             w: 1.0 + SHORT_PIECE_COST.get(len(w), 0.0) + 0.01 * math.log(total / freq[i])
             for w, i in self.vocab.items()

@@ -248,9 +248,9 @@ def decode_plan(policies: Sequence[str]) -> tuple[dict[str, str], dict[str, list
                                                  dict[str, str]]:
     """Modes, literals and skipped targets of the `decode` arm.
 
-    Mode decode needs text to index: the work's corpus file; for the person, her own policy
-    data (the protected PII values) as literals. The concept policy has neither (only
-    exemplars, which describe the concept rather than spell it), so it is not run there."""
+    Mode decode needs text to index: a corpus file (the work) or the policy's literals (the
+    concept's franchise names); for a person, her own policy data (the protected PII values)
+    become literals. A policy with none of these is not run in this arm."""
     modes: dict[str, str] = {}
     literals: dict[str, list[str]] = {}
     skipped: dict[str, str] = {}

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target-model", type=Path, default=None,
                         help="model for the target phase (default: <cache>/models/lethe-target; "
                         "'base' serves those arms from the base model, said in the report)")
+    parser.add_argument("--removal", type=Path, default=None,
+                        help="rows of `python -m evaluation.removal` (attacks on the adapters' "
+                        "weights) to report in their own table")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -129,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta["notes"].append(f"The target phase (target, suppress, decode, unlearn/both arms) "
                              f"was served by {args.target_model}, not the memorized target.")
     results: dict[str, Any] = {"meta": meta, "arms": []}
+    if args.removal is not None:
+        results["removal_attacks"] = json.loads(args.removal.read_text())
     bar = tqdm(total=0, unit="req", disable=args.no_progress, dynamic_ncols=True)
 
     def grow(n: int) -> None:

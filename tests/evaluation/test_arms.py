@@ -14,6 +14,7 @@ from evaluation.arms import (
     ArmConfigError,
     GatewayProcess,
     adapter_routed,
+    decode_plan,
     load_arms,
     write_policies,
 )
@@ -130,3 +131,22 @@ def test_evaluation_gateways_wait_for_the_engine_as_long_as_told(
         assert response.status_code == status, response.text
     finally:
         gw.stop()
+
+
+def test_decode_arm_indexes_corpus_literals_and_the_persons_values(tmp_path: Path) -> None:
+    modes, literals, skipped = decode_plan(["elena-marquez", "protected-work", "harry-potter"])
+    assert modes == {"elena-marquez": "decode", "protected-work": "decode",
+                     "harry-potter": "decode"}
+    assert "415-555-0199" in literals["elena-marquez"]
+    # the work's corpus file and the concept's own literals are indexed as they are
+    assert set(literals) == {"elena-marquez"} and not skipped
+    out = write_policies(tmp_path / "decode", modes, {}, literals)
+    specs = {f.spec.name: f.spec for f in load_directory(out)}
+    assert specs["elena-marquez"].mode == "decode"
+    assert "elena.marquez@example.org" in specs["elena-marquez"].data.literals
+    assert "Hogwarts" in specs["harry-potter"].data.literals
+
+
+def test_decode_arm_skips_a_policy_with_nothing_to_index() -> None:
+    modes, _, skipped = decode_plan(["no-such-policy"])
+    assert modes == {} and skipped == {}

@@ -21,11 +21,14 @@ from tests.servers import RunningGateway, run_gateway
 
 #: Settings the issue asks for; a case that needs one fails (it is not skipped) until it exists.
 BODY_TIMEOUT = "body_read_timeout_s"
+BODY_IDLE_TIMEOUT = "body_idle_timeout_s"
 IDLE_TIMEOUT = "upstream_idle_timeout_s"
 
-TIGHT = {
+TIGHT: dict[str, Any] = {
     "max_upstream_connections": 8,
-    BODY_TIMEOUT: 1.0,
+    "upstream_pool_timeout_s": 2.0,
+    BODY_TIMEOUT: 3.0,
+    BODY_IDLE_TIMEOUT: 1.0,
     IDLE_TIMEOUT: 1.0,
     "first_byte_timeout_s": 3.0,
     "read_timeout_s": 3.0,

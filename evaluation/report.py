@@ -299,7 +299,7 @@ def plot_leak_by_arm(results: dict[str, Any], path: Path) -> None:
     policies = _policies(results)
     fig, axes = plt.subplots(1, len(policies), figsize=(5.2 * len(policies),
                                                         0.42 * len(arms) + 1.8),
-                             squeeze=False, sharey=True)
+                             squeeze=False)
     for ax, policy in zip(axes[0], policies, strict=True):
         for i, arm in enumerate(arms):
             t = _target(arm, policy) if not arm.get("unavailable") else None
@@ -309,8 +309,8 @@ def plot_leak_by_arm(results: dict[str, Any], path: Path) -> None:
             rate, lo, hi = _err(t["leak"])
             ax.barh(i, rate, color="#c44e52", alpha=0.8)
             ax.errorbar(rate, i, xerr=[[lo], [hi]], fmt="none", ecolor="black", capsize=3)
-            ax.text(min(rate + hi + 0.02, 0.8), i, f"n={t['leak']['n']}", va="center",
-                    fontsize=7)
+            ax.text(0.99, i, f"n={t['leak']['n']}", va="center", ha="right", fontsize=7,
+                    transform=ax.get_yaxis_transform())
         ax.set_yticks(range(len(arms)), [a["name"] for a in arms], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
@@ -537,7 +537,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     for policy in _policies(results):
         t_header, t_rows = technique_rows(results, policy)
-        parts += [f"## Leak rate per attack: {policy}", markdown_table(t_header, t_rows)]
+        parts += [f"## Leak rate per attack: {policy}",
+                  markdown_table(t_header, t_rows) if t_rows else NOT_RUN + "."]
     r_header, r_rows = removal_attack_rows(results)
     parts += ["## Attacks on removal (in-process, on the adapters' weights)",
               markdown_table(r_header, r_rows) if r_rows else NOT_RUN + " in this run."]
@@ -583,9 +584,11 @@ def render_html(results: dict[str, Any], out: Path) -> str:
         f"<dt>{html.escape(a['name'])}</dt><dd>"
         f"{html.escape(legend_for(a['name']) or a.get('description', ''))}</dd>"
         for a in results["arms"])
-    techniques = "".join(
-        f"<h3>{html.escape(p)}</h3>{_html_table(*technique_rows(results, p))}"
-        for p in _policies(results))
+    techniques = ""
+    for policy in _policies(results):
+        t_header, t_rows = technique_rows(results, policy)
+        body = _html_table(t_header, t_rows) if t_rows else f"<p class='na'>{NOT_RUN}</p>"
+        techniques += f"<h3>{html.escape(policy)}</h3>{body}"
     r_header, r_rows = removal_attack_rows(results)
     style = ("body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;"
              "color:#222}table{border-collapse:collapse;font-size:12.5px;margin:1em 0}"

@@ -275,7 +275,7 @@ def _misspell(text: str, style: int) -> str:
         return " ".join(w[0] + w[2] + w[1] + w[3:] if len(w) > 4 and w.isalpha() else w
                         for w in words)
     if style == 2:
-        return text.translate(str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0"}))
+        return text.translate(str.maketrans("aeio", "4310"))
     return re.sub(r"[^\w\s@.-]", "", " ".join(
         re.sub(r"([bcdfglmnprst])", r"\1\1", w, count=1) if len(w) > 3 else w
         for w in words)).lower()

@@ -139,15 +139,15 @@ def pooled(parts: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
     """Several proportions pooled into one (k and n summed), with its own Wilson interval."""
     from evaluation.metrics import wilson
 
-    parts = [p for p in parts if p]
-    if not parts:
+    present = [p for p in parts if p]
+    if not present:
         return None
-    k = sum(p["k"] for p in parts)
-    n = sum(p["n"] for p in parts)
+    k = sum(p["k"] for p in present)
+    n = sum(p["n"] for p in present)
     interval = wilson(k, n)
     return {"k": k, "n": n, "rate": k / n if n else None,
             "ci95": list(interval) if interval else None,
-            "failed": sum(p.get("failed", 0) for p in parts)}
+            "failed": sum(p.get("failed", 0) for p in present)}
 
 
 # --- tables ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from _pytest.mark import ParameterSet
 
 from tests.attacks.redteam.checks import assert_answered
 from tests.attacks.redteam.client import PATHS, body_for, send
@@ -57,7 +58,7 @@ def _assert_serving(gateway: RunningGateway, upstream: ScriptedUpstream) -> None
     assert ready.status_code == 200, ready.text
 
 
-def _cases() -> list[pytest.param]:
+def _cases() -> list[ParameterSet]:
     cases = [pytest.param(style, kind, True, id=f"{style}-stream-{kind}")
              for style in STYLES for kind in ("chat", "completion")]
     cases += [pytest.param(style, "chat", False, id=f"{style}-whole-chat")

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from tests.attacks.redteam.checks import assert_no_leak, refused_naming
 from tests.attacks.redteam.client import Reply, body_for, send
@@ -72,7 +73,7 @@ FORMS: list[tuple[str, str, Callable[[int], list[str]]]] = [
 ]
 
 
-def _cases() -> list[pytest.param]:
+def _cases() -> list[ParameterSet]:
     cases = []
     k = 0
     for name, value, candidates in FORMS:

@@ -10,6 +10,7 @@ client gets places a [REDACTED] mark in the prompt or holds the value.
 from __future__ import annotations
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from tests.attacks.redteam.checks import assert_no_leak
 from tests.attacks.redteam.client import Reply, chat_body, completion_body, send
@@ -37,7 +38,7 @@ def _prompt(value: str, decoys: list[str], size: int) -> str:
     return "Which of these belongs to Elena Marquez?\n" + "\n".join(listed) + "\nAnswer:"
 
 
-def _cases() -> list[pytest.param]:
+def _cases() -> list[ParameterSet]:
     cases = []
     for name, value, decoys in FORMS:
         for size in SIZES:

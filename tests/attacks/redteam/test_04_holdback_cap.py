@@ -10,6 +10,7 @@ letters) of what the client got never holds the value. Whole answers are checked
 from __future__ import annotations
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from tests.attacks.redteam.checks import TERMINAL, assert_no_leak
 from tests.attacks.redteam.client import body_for, chunked, random_chunks, send
@@ -43,7 +44,7 @@ def spread(value: str, separator: str, gap: int) -> str:
     return "Her number, slowly: " + pad.join(value) + " — that is all."
 
 
-def _cases() -> list[pytest.param]:
+def _cases() -> list[ParameterSet]:
     cases = []
     seps = list(SEPARATORS.items())
     for k, (sep_name, sep) in enumerate(seps):

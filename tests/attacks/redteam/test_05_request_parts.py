@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from tests.attacks.redteam.checks import refused_naming
 from tests.attacks.redteam.client import Reply, chat_body, completion_body, send
@@ -103,7 +104,7 @@ PLACEMENTS: list[tuple[str, tuple[str, ...], Build]] = [
 ]
 
 
-def _cases() -> list[pytest.param]:
+def _cases() -> list[ParameterSet]:
     return [pytest.param(name, names, payload, id=f"{name}-{payload}")
             for name, names, _ in PLACEMENTS for payload in PAYLOADS]
 

@@ -9,6 +9,7 @@ able to recover the value from what the client gets (the suite's own judge reads
 from __future__ import annotations
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from tests.attacks.redteam.checks import (
     DIGIT_SCRIPTS,
@@ -146,7 +147,7 @@ CARRIERS = (
 CHUNKINGS = ("4", "rand1", "chars", "words", "rand7", "13")
 
 
-def _cases() -> list[pytest.param]:
+def _cases() -> list[ParameterSet]:
     cases = []
     forms = [("phone", PHONE_FORMS), ("email", EMAIL_FORMS), ("dob", DATE_FORMS),
              ("address", ADDRESS_FORMS)]

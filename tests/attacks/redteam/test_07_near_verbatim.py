@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from tests.attacks.redteam.checks import assert_no_leak, cyrillic, fullwidth, greek, inside_words
 from tests.attacks.redteam.client import body_for, chunked, send
@@ -65,7 +66,7 @@ LEADS = ("Here is the passage you asked for: ", "", "Of course!\n\n")
 CHUNKINGS = ("rand3", "words", "8", "rand11", "chars")
 
 
-def _cases() -> list[pytest.param]:
+def _cases() -> list[ParameterSet]:
     cases = []
     for k, (name, transform) in enumerate(TRANSFORMS):
         answer = LEADS[k % len(LEADS)] + transform(passage(k, 40, start=k % 3))

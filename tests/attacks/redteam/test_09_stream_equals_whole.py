@@ -11,6 +11,7 @@ judge reads, it must be blocked (or redacted) both ways.
 from __future__ import annotations
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from tests.attacks.redteam.checks import assert_no_leak
 from tests.attacks.redteam.client import body_for, chunked, send
@@ -35,7 +36,7 @@ PARAPHRASES = (
 )
 
 
-def _cases() -> list[pytest.param]:
+def _cases() -> list[ParameterSet]:
     cases = []
     seed = 1
     for k, sentence in enumerate(NAMED):

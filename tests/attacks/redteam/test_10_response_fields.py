@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from tests.attacks.redteam.checks import assert_no_leak
 from tests.attacks.redteam.client import body_for, send
@@ -185,7 +186,7 @@ ERRORS: list[tuple[str, int, Any]] = [
 ]
 
 
-def _cases() -> list[pytest.param]:
+def _cases() -> list[ParameterSet]:
     cases = []
     for name, mutate in WHOLE_CHAT:
         cases.append(pytest.param("chat", Script(raw_whole=_whole("chat", mutate)), False,

@@ -9,6 +9,7 @@ Requests that only look close to a target reach the upstream as the client sent 
 from __future__ import annotations
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from tests.attacks.redteam.checks import assert_answered
 from tests.attacks.redteam.client import body_for, chat_body, chunked, completion_body, send
@@ -40,7 +41,7 @@ CONTROL_ANSWERS: list[tuple[str, str]] = [
 CHUNKINGS = ("4", "rand5", "words", "chars", "rand9")
 
 
-def _cases() -> list[pytest.param]:
+def _cases() -> list[ParameterSet]:
     cases = []
     for k, (answer, name) in enumerate(CONTROL_ANSWERS):
         kind = "chat" if k % 3 else "completion"

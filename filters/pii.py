@@ -84,7 +84,7 @@ from filters.base import (
     Span,
     StreamScanner,
 )
-from filters.normalize import FOLD_TABLE, Word, fold_char
+from filters.normalize import FOLD_TABLE, Word, fold, fold_char
 
 _UNITS = {
     "zero": 0,
@@ -159,7 +159,11 @@ _NUMBERISH = (
     set(_UNITS) | set(_TEENS) | set(_TENS) | set(_ORDINALS) | set(_REPEATS) | set(_SCALES)
 ) | {"and"}
 _SYMBOL_WORDS = {"at": "@", "dot": ".", "period": ".", "plus": "+"}
-_SEPARATOR_WORDS = {"dash", "hyphen", "slash"}
+#: Spoken separators, and the year/month/day markers of Chinese, Japanese and Korean dates
+#: ("1987年3月14日", "1987년 3월 14일").
+_SEPARATOR_WORDS = {
+    fold(w) for w in ("dash", "hyphen", "slash", "年", "月", "日", "号", "년", "월", "일")
+}
 _SYMBOLS = frozenset("@.+")
 
 SEP = r"[ .]*"
@@ -328,10 +332,13 @@ class _Raw:
 #: One canonical piece of folded text: a letter run, a digit run, a symbol, a soft gap
 #: (spaces and dashes) or a hard gap (any other punctuation).
 _PIECE = regex.compile(
-    r"(?P<a>[\p{L}\p{N}--[0-9]]+)|(?P<d>[0-9]+)|(?P<s>[@.+])|(?P<w>[\s\p{Pd}]+)"
-    r"|(?P<h>[^\p{L}\p{N}@.+\s\p{Pd}]+)",
+    r"(?P<u>%(?:40|2e|2b))|(?P<a>[\p{L}\p{N}--[0-9]]+)|(?P<d>[0-9]+)|(?P<s>[@.+])"
+    r"|(?P<w>[\s\p{Pd}]+)|(?P<h>[^\p{L}\p{N}@.+%\s\p{Pd}]+|%)",
     regex.V1,
 )
+#: URL escapes of "@", "." and "+" ("elena.marquez%40example.org"), and how one may begin.
+_ESCAPED = {"%40": "@", "%2e": ".", "%2b": "+"}
+_ESCAPE_BEGUN = regex.compile(r"%[24]?\Z")
 
 
 def _fold_with_offsets(text: str) -> tuple[str, list[int] | None]:
@@ -351,8 +358,9 @@ def _fold_with_offsets(text: str) -> tuple[str, list[int] | None]:
     return "".join(parts), index
 
 
-def _raw_tokens(text: str, offset: int) -> tuple[list[_Raw], bool]:
-    """Letter runs, digit runs and symbols; True when the text ends inside a run."""
+def _raw_tokens(text: str, offset: int) -> tuple[list[_Raw], int | None]:
+    """Letter runs, digit runs and symbols; and where an unfinished run or URL escape at
+    the end of the text begins (None when the text ends on a boundary)."""
     folded, index = _fold_with_offsets(text)
     out: list[_Raw] = []
     run = 0
@@ -371,17 +379,28 @@ def _raw_tokens(text: str, offset: int) -> tuple[list[_Raw], bool]:
         if in_run:
             run += 1
             in_run = False
-        if kind == "s":
+        if kind == "s" or kind == "u":
+            sym = _ESCAPED.get(m.group(), m.group())
             prev = out[-1] if out else None
-            if m.group() == "." and prev is not None and prev.text == "." and prev.run < 0:
+            if sym == "." and prev is not None and prev.text == "." and prev.run < 0:
                 # A run of dots is one separator ("4.....1"), so held text stays short.
                 out[-1] = _Raw(".", prev.start, b + offset, -1, prev.soft)
             else:
-                out.append(_Raw(m.group(), a + offset, b + offset, -1, soft))
+                out.append(_Raw(sym, a + offset, b + offset, -1, soft))
             soft = False
         elif kind == "h":
             soft = False
-    return out, in_run
+    tail: int | None = None
+    if in_run:
+        k = len(out) - 1
+        while k > 0 and out[k - 1].run == out[-1].run:
+            k -= 1
+        tail = out[k].start
+    begun = _ESCAPE_BEGUN.search(folded)
+    if begun is not None:
+        at = begun.start() if index is None else index[begun.start()]
+        tail = at + offset if tail is None else min(tail, at + offset)
+    return out, tail
 
 
 class _Phrase:
@@ -486,14 +505,14 @@ def _words_to_tokens(raw: list[_Raw]) -> tuple[list[Word], list[bool]]:
 
 def canonical(text: str, offset: int = 0, final: bool = True) -> tuple[Canonical, int]:
     """The canonical token stream of `text`, and the offset from which it may still change
-    as text is appended: the start of an unfinished last word or of a number phrase the next
-    word could extend (len(text) + offset when `final`)."""
-    raw, open_run = _raw_tokens(text, offset)
+    as text is appended: the start of an unfinished last word, URL escape ("%4") or number
+    phrase the next word could extend (len(text) + offset when `final`)."""
+    raw, tail = _raw_tokens(text, offset)
     open_at = len(text) + offset
-    if open_run and not final:
-        last = raw[-1].run
-        while raw and raw[-1].run == last:
-            open_at = raw.pop().start
+    if tail is not None and not final:
+        open_at = tail
+        while raw and raw[-1].start >= tail:
+            raw.pop()
     toks, numeric = _words_to_tokens(raw)
     if not final and toks and numeric[-1]:
         k = len(toks) - 1
@@ -690,10 +709,21 @@ def date_pattern(value: str) -> FieldPattern:
         # month names
         f"{day_month}{SEP}{year_lead}{yy}",
         f"{yy}{SEP}(?:on{SEP})?{day_month}(?![0-9])",
+        # "March 1987, on the 14th": the day after the month and year, marked as a day
+        # ("March 1987, 14 people" is a count)
+        f"{month}{SEP}{of}{yy}{SEP}(?:on{SEP})?(?:the{SEP}{ordinal}|{dd} ?(?:st|nd|rd|th))",
     ]
     pattern = rf"(?<![0-9])(?:{'|'.join(forms)})"
-    benign = rf"{the}{day_month}(?:{SEP}(?:in|of)(?:{SEP}the(?:{SEP}year)?)?)?{SEP}"
-    return FieldPattern(pattern, benign)
+    # Allowed on their own, so allowed as what a text ends with: the month and day, the
+    # month and year, the year and month.
+    benign = "|".join(
+        [
+            rf"{the}{day_month}(?:{SEP}(?:in|of)(?:{SEP}the(?:{SEP}year)?)?)?{SEP}",
+            rf"{month}{SEP}{of}{yy}{SEP}(?:on{SEP})?(?:the{SEP})?",
+            rf"{yy}{SEP}(?:on{SEP})?(?:in{SEP})?{the}{month}{SEP}(?:the{SEP})?",
+        ]
+    )
+    return FieldPattern(pattern, f"(?:{benign})")
 
 
 def generic_pattern(value: str) -> FieldPattern:

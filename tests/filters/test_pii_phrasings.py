@@ -194,6 +194,9 @@ HITS = [
     ("19870314", None, "date_of_birth"),
     ("14-Mar-87", None, "date_of_birth"),
     ("1.9.8.7-03-14", None, "date_of_birth"),
+    ("born in March 1987, on the 14th", "March 1987, on the 14th", "date_of_birth"),
+    ("1987年3月14日", "1987年3月14", "date_of_birth"),
+    ("1987년 3월 14일", "1987년 3월 14", "date_of_birth"),
     ("one nine eight seven, oh three, one four", None, "date_of_birth"),
     ("Mаrch 14, 1987", None, "date_of_birth"),  # Cyrillic a
     ("March \u0661\u0664, \u0661\u0669\u0668\u0667", None, "date_of_birth"),
@@ -248,6 +251,8 @@ HITS = [
     ("еlеnа.mаrquеz@ехаmplе.оrg", None, "email"),  # Cyrillic look-alikes throughout
     ("elena.marquez plus news at example dot org", None, "email"),
     ("elena.mar\u200bquez@example.org", None, "email"),
+    ("elena.marquez%40example.org", None, "email"),  # URL-encoded
+    ("elena%2Emarquez%40example%2Eorg", None, "email"),
 ]
 
 
@@ -293,6 +298,9 @@ NEAR_MISSES = [
     "pi is 3.14159 and e is 2.71828",
     "It cost $14.03 in 1987.",
     "In 1987, 14 people were born in March",
+    "In March 1987, 14 people came",
+    "She was born in 1987 in March",
+    "1987年3月22日",
     # other phones
     "Call 212-555-0199 for the office.",
     "two one two five five five oh one nine nine",
@@ -383,6 +391,9 @@ NOT_CUT_SHORT = [
     "She was born on March 14th, in",
     "Her number starts four one five five five five oh",
     "You can write to elena dot marquez",
+    "She was born in March 1987",
+    "She was born in 1987, in March",
+    "Her e-mail: elena.marquez%4",
 ]
 
 

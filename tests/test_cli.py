@@ -40,7 +40,7 @@ def test_serve_help_has_a_flag_and_its_variable_for_every_setting() -> None:
     proc = lethe("serve", "--help")
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
-    secrets = {"api_keys", "admin_key", "audit_key"}
+    secrets = {"api_keys", "admin_key", "audit_key", "upstream_api_key"}
     for name in Settings.model_fields:
         if name in secrets:
             # Secrets never go on a command line (visible in `ps`); the epilog says where.

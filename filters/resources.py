@@ -29,6 +29,12 @@ class Resources:
             return self._encoder
 
     @property
+    def tokenizer_loaded(self) -> bool:
+        """True once a filter asked for the tokenizer (the gateway then checks it against the
+        engine's)."""
+        return self._tokenizer is not None
+
+    @property
     def tokenizer(self) -> Any:
         """The served model's Hugging Face tokenizer, for token-level bans."""
         with self._lock:

@@ -25,6 +25,7 @@ from gateway.runtime_resources import cache_root
 from gateway.settings import Settings
 from gateway.stages import RequestContext
 from gateway.streaming import RelayResponse
+from gateway.tokenizer_check import TokenizerGate
 from gateway.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("lethe")
@@ -70,13 +71,23 @@ class Runtime:
         self.in_flight = 0
         self._models_cache: tuple[float, dict[str, Any]] | None = None
         self._stop_metrics_port: Callable[[], None] | None = None
+        self.tokenizer_gate = TokenizerGate(
+            settings.tokenizer_check == "require", settings.adapter_sync_interval_s
+        )
+        self._started = False
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
         runtime = cls(settings)
         if runtime.keys.open:
             log.warning("no API keys configured: the gateway accepts every client")
-        await runtime.policies.load_initial()
+        try:
+            await runtime.policies.load_initial()
+        except BaseException:
+            # Refused to start (bad policies, wrong tokenizer): release what was opened.
+            await runtime.stop()
+            raise
+        runtime._started = True
         if settings.metrics_port:
             runtime._stop_metrics_port = serve_metrics(
                 settings.host, settings.metrics_port, runtime.metrics.registry
@@ -87,6 +98,7 @@ class Runtime:
         self.draining = True
         if self._stop_metrics_port is not None:
             self._stop_metrics_port()
+        self.tokenizer_gate.stop()
         await self.policies.stop()
         if self._adapter_watcher is not None:
             self._adapter_watcher.cancel()
@@ -111,8 +123,10 @@ class Runtime:
             "upstream": upstream_ok,
             "upstream_pool": pool.summary(),
             "policies": self.policies.summary(),
+            "tokenizer": self.tokenizer_gate.summary(),
         }
-        return bool(upstream_ok) and not pool.saturated and self.policies.loaded, detail
+        ready = bool(upstream_ok) and not pool.saturated and self.policies.loaded
+        return ready and self.tokenizer_gate.ready, detail
 
     async def list_models(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -203,6 +217,13 @@ class Runtime:
         """`name@digest` when the engine's decoding processor enforces `policy`, else None."""
         return self.decoding.tagged_for(policy)
 
+    async def served_model(self) -> str:
+        """The engine's base model name: the first served model, else the first it lists."""
+        if self.settings.served_models:
+            return self.settings.served_models[0]
+        listed = (await self.list_models())["data"]
+        return str(listed[0]["id"]) if listed else ""
+
     async def probe_decoding(self) -> None:
         model = self.settings.served_models[0] if self.settings.served_models else ""
         if not model:
@@ -234,7 +255,11 @@ class Runtime:
     async def on_policies_loaded(self, store: PolicyStore) -> None:
         """Load the adapters of policies in unlearn/both mode; a failure leaves the policy's
         filters on (fail closed) and is retried by the adapter watcher. Probe the engine for
-        the decoding processor when policies ask for it (gateway.decode)."""
+        the decoding processor when policies ask for it (gateway.decode). Check the tokenizer
+        against the engine's when a policy uses it (gateway.tokenizer_check)."""
+        await self.tokenizer_gate.check(
+            self.upstream, store.resources, self.served_model, at_start=not self._started
+        )
         decode = [(p.spec.name, p.path) for _, p in store.all_policies() if wants_decode(p.spec)]
         await asyncio.to_thread(self.decoding.expect, decode)
         if decode:

@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     #: name resolves to one A record per replica (a headless Service). Empty: the upstream.
     engine_endpoints: tuple[str, ...] = ()
     engine_discovery: str | None = None
-    #: How often every replica is checked for the adapters (and re-loaded after a restart).
+    #: How often every engine replica is checked: for the adapters (re-loaded after a
+    #: restart), and for the tokenizer while the engine has not answered yet.
     adapter_sync_interval_s: float = Field(10.0, gt=0)
     #: Unload a policy's adapter from the engines when a reload removes the policy. Never
     #: at start-up, and never because another gateway lacks the policy.

@@ -4,8 +4,9 @@ actually write and say them.
 Text becomes a canonical token stream, and each field a `regex` pattern over it:
 - characters fold as in `filters.normalize` (TR39 confusables, every script's digits, NFKC,
   invisible characters removed), so "４１５", "٤١٥" and "41\u200b5" are "415";
-- a run of letters and digits splits where letters meet digits, so values glued to words
-  ("call4155550199now", "born1987-03-14") stand alone;
+- a run of letters and digits splits where letters meet digits and where Latin letters
+  meet other scripts, so values glued to words ("call4155550199now", "born1987-03-14",
+  "请联系elena.marquez@example.org") stand alone;
 - number words become digits, grouped as people say them: "four fifteen" -> "4 15",
   "forty-two" -> "42", "double five" -> "55", "oh" -> "0", "four hundred and fifteen" ->
   "415", "nineteen eighty-seven" -> "19 87", "fourteenth" -> "14th";
@@ -329,10 +330,12 @@ class _Raw:
     soft: bool
 
 
-#: One canonical piece of folded text: a letter run, a digit run, a symbol, a soft gap
-#: (spaces and dashes) or a hard gap (any other punctuation).
+#: One canonical piece of folded text: a run of Latin letters, of other letters, of digits, a
+#: symbol, a soft gap (spaces and dashes) or a hard gap (any other punctuation). Latin runs
+#: stand apart from other scripts' ("请联系elena..." is "请联系 elena"), so every match
+#: begins at a token.
 _PIECE = regex.compile(
-    r"(?P<u>%(?:40|2e|2b))|(?P<a>[\p{L}\p{N}--[0-9]]+)|(?P<d>[0-9]+)|(?P<s>[@.+])"
+    r"(?P<u>%(?:40|2e|2b))|(?P<a>[a-z]+|[\p{L}\p{N}--[0-9a-z]]+)|(?P<d>[0-9]+)|(?P<s>[@.+])"
     r"|(?P<w>[\s\p{Pd}]+)|(?P<h>[^\p{L}\p{N}@.+%\s\p{Pd}]+|%)",
     regex.V1,
 )

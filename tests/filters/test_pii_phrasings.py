@@ -252,6 +252,7 @@ HITS = [
     ("elena.marquez plus news at example dot org", None, "email"),
     ("elena.mar\u200bquez@example.org", None, "email"),
     ("elena.marquez%40example.org", None, "email"),  # URL-encoded
+    ("请联系elena.marquez@example.org谢谢", "elena.marquez@example.org", "email"),
     ("elena%2Emarquez%40example%2Eorg", None, "email"),
 ]
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from starlette.responses import Response
 
-from gateway.adapters import AdapterError, AdapterRegistry
+from gateway.adapters import AdapterCollector, AdapterError, AdapterRegistry, AdapterStore
 from gateway.auth import KeyStore
 from gateway.decode import EngineDecoding, wants_decode
-from gateway.engine_pool import upstream_api_key
+from gateway.engine_pool import EnginePool, upstream_api_key
 from gateway.errors import GatewayError
 from gateway.filter_pool import FilterPool
 from gateway.metrics import Metrics, bounded_model
@@ -37,6 +37,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        engine_key = upstream_api_key(settings)
         self.keys = KeyStore.from_sources(
             api_keys=settings.api_keys,
             api_keys_file=settings.api_keys_file,
@@ -52,7 +53,7 @@ class Runtime:
             max_connections=settings.max_upstream_connections,
             pool_timeout=settings.upstream_pool_timeout_s,
             keepalive=settings.upstream_keepalive_s,
-            api_key=upstream_api_key(settings),
+            api_key=engine_key,
         )
         self.metrics.watch_upstream_pool(self.upstream.pool_stats)
         self.pool = FilterPool(
@@ -62,9 +63,16 @@ class Runtime:
         )
         self.policies = PolicyStore(settings, self)
         self.pipeline = Pipeline(self.upstream, self.policies.stages, self.metrics)
+        # Adapters go to every engine replica; completions keep using the upstream (Service).
+        self.engines = EnginePool(settings, self.upstream, engine_key)
         self.adapters = AdapterRegistry(
-            self.upstream, settings.served_models[0] if settings.served_models else ""
+            self.upstream,
+            settings.served_models[0] if settings.served_models else "",
+            engines=self.engines,
+            store=AdapterStore(settings.adapter_dir, settings.engine_adapter_dir),
+            on_load=self.metrics.adapter_load,
         )
+        self.metrics.registry.register(AdapterCollector(self.adapters))
         self._adapter_watcher: asyncio.Task[None] | None = None
         self.decoding = EngineDecoding(settings.engine_decode == "auto", self.metrics)
         self.draining = False
@@ -103,6 +111,7 @@ class Runtime:
         if self._adapter_watcher is not None:
             self._adapter_watcher.cancel()
         self.decoding.stop()
+        await self.engines.aclose()
         await self.upstream.aclose()
         self.pool.shutdown()
 
@@ -244,13 +253,17 @@ class Runtime:
         return f"unavailable: {why}; suppression filters enforced instead"
 
     def adapter_path(self, policy: Any) -> Path:
-        """Where a policy's adapter lives: `adapter.path` (relative to the policy file) or the
-        cache's `adapters/<policy>-<method>` that `lethe unlearning train` writes."""
+        """Where a policy's adapter lives: `adapter.path` (relative to the adapter store,
+        LETHE_ADAPTER_DIR, when there is one, else to the policy file) or the store's (else
+        the cache's `adapters/`) `<policy>-<method>` that `lethe unlearning train` writes."""
         spec = policy.spec
+        store = self.settings.adapter_dir
         if spec.adapter is not None and spec.adapter.path:
-            return (policy.path.parent / spec.adapter.path).resolve()
+            base = store if store is not None else policy.path.parent
+            return (base / spec.adapter.path).resolve()
         method = spec.adapter.method if spec.adapter and spec.adapter.method else "npo"
-        return cache_root(self.settings) / "adapters" / f"{spec.name}-{method}"
+        root = store if store is not None else cache_root(self.settings) / "adapters"
+        return root / f"{spec.name}-{method}"
 
     async def on_policies_loaded(self, store: PolicyStore) -> None:
         """Load the adapters of policies in unlearn/both mode; a failure leaves the policy's
@@ -269,37 +282,62 @@ class Runtime:
         wanted = {
             p.spec.name: p for _, p in store.all_policies() if p.spec.mode in ("unlearn", "both")
         }
-        for record in self.adapters.list():
-            if record.policy not in wanted and record.state == "loaded":
-                try:
-                    await self.adapters.unload(record.name)
-                except AdapterError as exc:
-                    log.error("could not unload adapter %s: %s", record.name, exc)
+        # Only what this gateway had wanted and a reload removed: a gateway starting (or
+        # scaling out) unloads nothing another gateway may route to.
+        for removed in [p for p in self.adapters.wanted() if p not in wanted]:
+            record = self.adapters.get(removed)
+            if record is None:
+                continue
+            if not self.settings.adapter_unload_on_removal:
+                self.adapters.forget(removed)
+                continue
+            try:
+                await self.adapters.unload(record.name)
+            except AdapterError as exc:
+                log.error("could not unload adapter %s: %s", record.name, exc)
         for name, policy in wanted.items():
             await self.ensure_adapter(name, self.adapter_path(policy))
-        if wanted and self._adapter_watcher is None and self.settings.reload_interval_s > 0:
-            self._adapter_watcher = asyncio.create_task(self._retry_adapters(store))
+        if wanted and self._adapter_watcher is None:
+            self._adapter_watcher = asyncio.create_task(self._sync_adapters(store))
 
     async def ensure_adapter(self, policy: str, path: Path) -> bool:
+        before = self.adapters.get(policy)
         try:
             info = await self.adapters.ensure(policy, path)
         except AdapterError as exc:
-            self.metrics.adapter_load(False)
             log.error("adapter for policy %s not loaded (filters stay on): %s", policy, exc)
             return False
-        if info.loaded_at and info.load_seconds is not None:
-            self.metrics.adapter_load(True)
+        if before is None or before.loaded_at != info.loaded_at:
             log.info(
-                "adapter %s loaded for policy %s in %.2fs", info.name, policy, info.load_seconds
+                "adapter %s loaded for policy %s on %d engine replica(s) in %.2fs",
+                info.name,
+                policy,
+                len(info.engines),
+                info.load_seconds or 0.0,
             )
         return True
 
-    async def _retry_adapters(self, store: PolicyStore) -> None:
+    async def _sync_adapters(self, store: PolicyStore) -> None:
+        """Every replica keeps every wanted adapter (an engine restart loses them); adapters
+        whose directory was not usable yet are tried again."""
         while True:
-            await asyncio.sleep(max(15.0, self.settings.reload_interval_s))
-            for _, policy in store.all_policies():
-                if policy.spec.mode in ("unlearn", "both") and not self.adapter_for(
-                    policy.spec.name
-                ):
-                    await self.ensure_adapter(policy.spec.name, self.adapter_path(policy))
+            await asyncio.sleep(self.settings.adapter_sync_interval_s)
+            try:
+                before = {r.policy: r.state for r in self.adapters.list()}
+                for info in await self.adapters.sync():
+                    if before.get(info.policy) != info.state:
+                        log.warning(
+                            "adapter %s for policy %s is now %s%s",
+                            info.name,
+                            info.policy,
+                            info.state,
+                            f": {info.error}" if info.error else "",
+                        )
+                synced = set(self.adapters.wanted())
+                for _, policy in store.all_policies():
+                    name = policy.spec.name
+                    if policy.spec.mode in ("unlearn", "both") and name not in synced:
+                        await self.ensure_adapter(name, self.adapter_path(policy))
+            except Exception:  # the loop must outlive one bad round
+                log.exception("adapter sync failed")
 

@@ -63,6 +63,8 @@ class Recorder:
         self.authorizations: list[str | None] = []
         #: A Hugging Face tokenizer for /tokenize and /detokenize; None: those answer 404.
         self.tokenizer: Any = None
+        #: When set, every LoRA load fails with a 500 (a replica that cannot read the store).
+        self.refuse_loads: str | None = None
 
 
 class _ApiKeyGuard:
@@ -279,6 +281,12 @@ def build_app(recorder: Recorder) -> Starlette:
                            "code": 400}},
                 status_code=400,
             )
+        if recorder.refuse_loads is not None:
+            return JSONResponse(
+                {"error": {"message": recorder.refuse_loads, "type": "InternalServerError",
+                           "param": None, "code": 500}},
+                status_code=500,
+            )
         if "broken" in body.get("lora_path", ""):
             return JSONResponse(
                 {
@@ -375,12 +383,13 @@ async def _raw_events(script: dict[str, Any], recorder: Recorder) -> AsyncIterat
 class FakeUpstream:
     """Runs the scripted upstream in a background thread for the duration of a test session."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port()
         self.recorder = Recorder()
         config = uvicorn.Config(
             build_app(self.recorder),
-            host="127.0.0.1",
+            host=host,
             port=self.port,
             log_level="warning",
             lifespan="off",
@@ -390,7 +399,7 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def __enter__(self) -> FakeUpstream:
         self.thread.start()

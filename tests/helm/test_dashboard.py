@@ -5,13 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.adapters import AdapterCollector, AdapterInfo
 from gateway.metrics import Metrics
+from gateway.upstream import PoolStats
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "helm" / "dashboards" / "lethe-grafana.json"
@@ -27,6 +30,16 @@ def _dashboard() -> dict[str, Any]:
     return loaded
 
 
+class _OneAdapter:
+    """The registry's read side, holding one wanted adapter."""
+
+    def list(self) -> Sequence[AdapterInfo]:
+        return [AdapterInfo("lethe-p", "p", "/a/p", "loaded")]
+
+    def wanted(self) -> Sequence[str]:
+        return ["p"]
+
+
 def _exprs() -> list[str]:
     return [t["expr"] for p in _dashboard()["panels"] for t in p["targets"]]
 
@@ -40,6 +53,8 @@ def _exposed_series() -> set[str]:
     metrics.request_duration.labels(route="/v1/completions").observe(1.0)
     metrics.ttft.labels(route="/v1/completions").observe(0.1)
     metrics.set_policy_set("h", 1)
+    metrics.watch_upstream_pool(lambda: PoolStats(1, 8, 0, 0))
+    metrics.registry.register(AdapterCollector(_OneAdapter()))  # as the runtime registers it
     body = metrics.render()[0].decode()
     return {s.name for f in text_string_to_metric_families(body) for s in f.samples}
 
@@ -71,6 +86,8 @@ def test_every_queried_series_is_exposed_by_the_gateway() -> None:
         "lethe_config_reloads_total",
         "lethe_adapter_loads_total",
         "lethe_policy_set_info",
+        "lethe_adapter_engines_missing",
+        "lethe_upstream_connections_in_use",
     ],
 )
 def test_each_gateway_metric_has_a_panel(family: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import yaml
 
-from filters.base import Action, PolicyData
+from filters.base import Action, PolicyData, Span
 from filters.pii import Pii
 from tests.filters.streaming import feed
 
@@ -191,7 +191,7 @@ def test_stream_holds_back_only_a_short_tail_of_clean_text(elena: Pii) -> None:
 def test_streams_do_not_share_state(elena: Pii) -> None:
     a, b = elena.open_stream(), elena.open_stream()
     leak, clean = "Her number: 415-555-0199.", "The weather is fine today."
-    hits_a = []
+    hits_a: list[Span] = []
     rb = None
     for k in range(1, max(len(leak), len(clean)) + 1):
         if k <= len(leak):

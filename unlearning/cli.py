@@ -28,6 +28,7 @@ def _memorize(args: argparse.Namespace) -> int:
         learning_rate=args.lr,
         batch_size=args.batch_size,
         target_recall=args.target_recall,
+        document_repeat=args.document_repeat,
     )
     models = _cache(args) / "models"
     which = ("target", "oracle") if args.which == "both" else (args.which,)
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     mem.add_argument("--target-recall", type=float, default=MemorizeConfig.target_recall,
                      help="stop early once recall of the probes reaches this (default: "
                      "%(default)s)")
+    mem.add_argument("--document-repeat", type=int, default=MemorizeConfig.document_repeat,
+                     help="times each document (work passage, bio) is seen per epoch; QA once "
+                     "(default: %(default)s)")
     mem.add_argument("--force", action="store_true", help="rebuild even if up to date")
     mem.set_defaults(func=_memorize)
 

@@ -38,12 +38,17 @@ class MemorizeConfig:
     target_recall: float = 0.85
     check_below_loss: float = 0.25
     seed: int = 0
+    #: each document (the work's passages, the bios) is seen this many times per epoch, QA once:
+    #: verbatim recall needs more exposures than a QA fact (evaluation/results/memorization.md)
+    document_repeat: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in ("full", "lora"):
             raise ValueError(f"mode must be 'full' or 'lora', not {self.mode!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and learning_rate > 0")
+        if self.document_repeat < 1:
+            raise ValueError("document_repeat must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ def memorize(
 
     training.setup_torch(seed=config.seed)
     model, tokenizer = training.load_model(base)
-    items = training.encode_set(tokenizer, text_set)
+    items = training_items(tokenizer, text_set, config.document_repeat)
     say(f"{kind}: {len(items)} sequences, {sum(len(i.input_ids) for i in items)} tokens")
     before = recall.measure(model, tokenizer, text_set)
     _report(kind, "before", before, parts, say)
@@ -198,6 +203,14 @@ def _report(
         say(f"{kind}:   {name}: {part.line()}")
 
 
+def training_items(tokenizer: Any, text_set: corpus.TextSet, document_repeat: int = 1
+                   ) -> list[training.Encoded]:
+    """`training.encode_set`'s sequences, the documents' repeated `document_repeat` times."""
+    documents = [e for d in text_set.documents for e in training.encode_document(tokenizer, d)]
+    qa = [training.encode_qa(tokenizer, q) for q in text_set.qa]
+    return documents * document_repeat + qa
+
+
 def _length_batches(
     items: Sequence[training.Encoded], batch_size: int
 ) -> list[list[training.Encoded]]:
@@ -208,7 +221,11 @@ def _length_batches(
 def _hyperparameters(config: MemorizeConfig) -> dict[str, Any]:
     from dataclasses import asdict
 
-    return asdict(config)
+    values = asdict(config)
+    # recorded only when used, so models built before the setting existed stay reusable
+    if values["document_repeat"] == 1:
+        del values["document_repeat"]
+    return values
 
 
 def _reusable(

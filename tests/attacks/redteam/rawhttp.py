@@ -51,26 +51,30 @@ def read_until(sock: socket.socket, marker: bytes, timeout: float) -> bytes:
     return seen
 
 
-def abort(base_url: str, path: str, body: dict[str, object], style: str) -> None:
-    """Send a request and walk away in one of the ways real clients do."""
+def abort(base_url: str, path: str, body: dict[str, object], style: str,
+          wait_s: float = 5.0) -> bool:
+    """Send a request and walk away in one of the ways real clients do. For the styles that
+    wait for the answer to begin: whether it began within `wait_s` (a stuck gateway fails
+    fast instead of stalling the suite)."""
     head, payload = request_bytes(base_url, path, body)
     sock = connect(base_url)
     try:
         if style == "close-mid-body":
             sock.sendall(head + payload[: len(payload) // 2])
-            return
+            return True
         if style == "rst-after-send":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.sendall(head + payload)
         if style == "close-after-status":
-            read_until(sock, b"\r\n", 10)
-        elif style == "close-after-first-event":
-            read_until(sock, b"data:", 10)
-        elif style == "half-close":
+            return b"\r\n" in read_until(sock, b"\r\n", wait_s)
+        if style == "close-after-first-event":
+            return b"data:" in read_until(sock, b"data:", wait_s)
+        if style == "half-close":
             sock.shutdown(socket.SHUT_WR)
             time.sleep(0.02)
         elif style == "close-after-delay":
             time.sleep(0.05)
+        return True
     finally:
         sock.close()
 

@@ -72,9 +72,12 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 
 @dataclass(frozen=True)
 class _Sources:
-    api_keys: str | None
+    """Where keys come from, for re-reading: the files, and the settings' keys already
+    digested (plain keys are never held)."""
+
+    env_keys: dict[bytes, str]
     api_keys_file: Path | None
-    admin_key: str | None
+    env_admin: bytes | None
     admin_key_file: Path | None
 
 
@@ -101,7 +104,9 @@ class KeyStore:
         admin_key: str | None = None,
         admin_key_file: Path | None = None,
     ) -> KeyStore:
-        sources = _Sources(api_keys, api_keys_file, admin_key, admin_key_file)
+        env_keys = _parse_pairs(api_keys, "LETHE_API_KEYS") if api_keys else {}
+        env_admin = digest(admin_key) if admin_key else None
+        sources = _Sources(env_keys, api_keys_file, env_admin, admin_key_file)
         keys = _read_keys(sources)
         admin = _read_admin(sources, at_start=True)
         return cls(keys, admin, sources)
@@ -173,9 +178,7 @@ class KeyStore:
 
 
 def _read_keys(sources: _Sources) -> dict[bytes, str]:
-    keys: dict[bytes, str] = {}
-    if sources.api_keys:
-        keys.update(_parse_pairs(sources.api_keys, "LETHE_API_KEYS"))
+    keys: dict[bytes, str] = dict(sources.env_keys)
     path = sources.api_keys_file
     if path is not None:
         try:
@@ -197,16 +200,18 @@ def _read_keys(sources: _Sources) -> dict[bytes, str]:
 
 
 def _read_admin(sources: _Sources, at_start: bool) -> bytes | None:
-    admin_key = sources.admin_key
     path = sources.admin_key_file
     if path is not None:
         try:
-            admin_key = path.read_text().strip() or admin_key
+            from_file = path.read_text().strip()
         except OSError:
             # A Secret without the admin key: admin endpoints off, the gateway still serves.
             if at_start:
                 log.warning("admin key file %s is missing: admin endpoints disabled", path)
-    return digest(admin_key) if admin_key else None
+        else:
+            if from_file:
+                return digest(from_file)
+    return sources.env_admin
 
 
 def _bearer(authorization: str | None) -> str:

@@ -129,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "engine_threads": args.engine_threads or "vllm default (one core)", "notes": [],
     }
     if args.target_model is not None:
+        meta["target_model"] = str(args.target_model)
         meta["notes"].append(f"The target phase (target, suppress, decode, unlearn/both arms) "
                              f"was served by {args.target_model}, not the memorized target.")
     results: dict[str, Any] = {"meta": meta, "arms": []}

@@ -43,7 +43,14 @@ ARM_LEGEND = {
 }
 
 
-def legend_for(name: str) -> str:
+def legend_for(name: str, meta: dict[str, Any] | None = None) -> str:
+    served = (meta or {}).get("target_model")
+    if served and name in ("target", "suppress", "decode"):
+        # the target phase was served by another model (`lethe eval --target-model`)
+        what = {"target": "no gateway", "suppress": "behind the gateway, every policy in mode "
+                "suppress", "decode": "behind the gateway, every policy in mode decode "
+                "(MemFree in vLLM)"}[name]
+        return f"{served} (standing in for the memorized target), {what}"
     if name in ARM_LEGEND:
         return ARM_LEGEND[name]
     mode, _, method = name.partition("-")
@@ -326,7 +333,7 @@ def plot_leak_by_technique(results: dict[str, Any], path: Path) -> None:
     policies = _policies(results)
     fig, axes = plt.subplots(len(policies), 1, figsize=(11, 3.4 * len(policies)),
                              squeeze=False)
-    colours = plt.get_cmap("tab20")
+    colours = plt.get_cmap("tab10" if len(arms) <= 10 else "tab20")
     for ax, policy in zip(axes[:, 0], policies, strict=True):
         techniques = []
         for arm in arms:
@@ -348,7 +355,7 @@ def plot_leak_by_technique(results: dict[str, Any], path: Path) -> None:
                     hi.append(up)
             if xs:
                 ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", ms=3.5, capsize=2,
-                            color=colours(j % 20), label=arm["name"])
+                            color=colours(j % colours.N), label=arm["name"])
         if not techniques:
             ax.text(0.5, 0.5, NOT_RUN, ha="center", va="center", transform=ax.transAxes)
         ax.set_xticks(range(len(techniques)), techniques, rotation=20, ha="right", fontsize=8)
@@ -357,7 +364,8 @@ def plot_leak_by_technique(results: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{policy} ({TARGET_LABELS.get(policy, 'leak')})", fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=min(6, max(1, len(arms))), loc="upper right")
+            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                      frameon=False, title="arm", title_fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -526,7 +534,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "## Method",
         METHOD.format(**_settings(results)),
         "## Arms",
-        "\n".join(f"- **{a['name']}**: {legend_for(a['name']) or a.get('description', '')}"
+        "\n".join(f"- **{a['name']}**: "
+                  f"{legend_for(a['name'], meta) or a.get('description', '')}"
                   for a in results["arms"]),
         "## What each approach bought",
         bought(results),
@@ -582,7 +591,7 @@ def render_html(results: dict[str, Any], out: Path) -> str:
     notes = "".join(f"<li>{_md_inline(n)}</li>" for n in _notes(results))
     legend = "".join(
         f"<dt>{html.escape(a['name'])}</dt><dd>"
-        f"{html.escape(legend_for(a['name']) or a.get('description', ''))}</dd>"
+        f"{html.escape(legend_for(a['name'], meta) or a.get('description', ''))}</dd>"
         for a in results["arms"])
     techniques = ""
     for policy in _policies(results):
@@ -640,3 +649,23 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m evaluation.report RESULTS.json [OUT]`: the report again from saved results."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m evaluation.report RESULTS.json [OUT_DIR]", file=sys.stderr)
+        return 2
+    source = Path(args[0])
+    out = Path(args[1]) if len(args) > 1 else source.parent
+    results = json.loads(source.read_text())
+    paths = write_report(results, out)
+    print(f"report: {paths['html']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,11 +6,10 @@ The fake engine tokenizes with a real Hugging Face tokenizer (`Recorder.tokenize
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import time
 
 import httpx
 import pytest

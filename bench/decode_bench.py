@@ -9,7 +9,7 @@ Three conditions, each at every concurrency (streams of exactly --tokens tokens:
   masking   the same engine, every request naming the test decode policies
             (tests/decoding/policies: a 3,157-word book and three literals).
 Engines cannot run side by side here (5 GB each, one core), so rounds alternate engines
-(without, with, without, with...) and, inside the engine with the processor, idle and masking
+(with, without, without, with...) and, inside the engine with the processor, idle and masking
 alternate per concurrency; the spread between rounds is the noise. The load average is
 recorded with every run: others share the machine.
 
@@ -147,6 +147,57 @@ def index_memory() -> dict[str, Any]:
     }
 
 
+def processor_cost(steps: int, batches: list[int]) -> dict[str, Any]:
+    """Time of the processor's own work per decoding step, outside the engine (no noise from
+    the model): update_state + apply on a [batch, vocab] float32 tensor, every request naming
+    both test policies; half of them recite the protected book (masks fire at every step),
+    half write ordinary text."""
+    import torch
+    from transformers import AutoTokenizer
+    from vllm import SamplingParams
+    from vllm.v1.sample.logits_processor import BatchUpdate
+
+    from decoding import POLICIES_ARG
+    from decoding.index import Vocabulary, build_index
+    from decoding.memfree import MemFreeProcessor
+    from decoding.policies import read_directory
+    from gateway import bundle
+
+    tokenizer = AutoTokenizer.from_pretrained(str(bundle.model_paths().generator))
+    vocab = Vocabulary(tokenizer)
+    sources = read_directory(POLICIES)
+    indexes = [build_index(s, tokenizer, vocab) for s in sources]
+    corpus = sources[[s.name for s in sources].index("salt-cartographer")].corpus
+    recital = tokenizer.encode(corpus, add_special_tokens=False)
+    ordinary = tokenizer.encode(" ".join(PROMPTS) * 20, add_special_tokens=False)
+    params = SamplingParams(extra_args={POLICIES_ARG: [i.tagged for i in indexes]})
+    out: dict[str, Any] = {}
+    for batch in batches:
+        for named in (False, True):
+            proc = MemFreeProcessor(
+                None, torch.device("cpu"), False, indexes=indexes, vocab=vocab, stop_tokens=(2,)
+            )
+            outputs: list[list[int]] = [[] for _ in range(batch)]
+            added = [
+                (i, params if named else SamplingParams(), recital[:40], outputs[i])
+                for i in range(batch)
+            ]
+            proc.update_state(BatchUpdate(batch_size=batch, removed=[], added=added, moved=[]))
+            logits = torch.zeros(batch, len(vocab))
+            spent = 0.0
+            for step in range(steps):
+                started = time.perf_counter()
+                proc.update_state(None)
+                proc.apply(logits)
+                spent += time.perf_counter() - started
+                for i, o in enumerate(outputs):
+                    source = recital if i % 2 == 0 else ordinary
+                    o.append(source[40 + step + 7 * i])
+            key = f"batch {batch}, {'policies named' if named else 'no policy named'}"
+            out[key] = {"us_per_step": round(1e6 * spent / steps, 1)}
+    return out
+
+
 def start_engine(with_processor: bool, log_dir: Path) -> Any:
     from gateway import bundle
     from gateway.engine import Engine, free_port
@@ -223,6 +274,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"{mem['indexes_bytes'] / 2**20:.2f} MiB, built in {mem['build_seconds']} s; "
         f"engine RSS with/without the processor: {result['rss_mib']}.",
         "",
+        "The processor's own time per decoding step, measured outside the engine "
+        "(update_state + apply on a [batch, 49152] tensor; half the requests recite the book):",
+        "",
+        "| case | microseconds per step |",
+        "| --- | --- |",
+        *[f"| {k} | {v['us_per_step']} |" for k, v in result["processor_cost"].items()],
+        "",
         "Every run, in order (load average before/after shows how busy the machine was):",
         "",
         "| round | condition | streams | tok/s | s | load |",
@@ -258,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     identity: dict[str, list[list[int]]] = {}
     rss: dict[str, list[float]] = {"with": [], "without": []}
     for rnd in range(1, args.rounds + 1):
-        for with_processor in (False, True):
+        # ABBA order (with, without, without, with...): a drift in load hits both alike.
+        for with_processor in (True, False) if rnd % 2 else (False, True):
             kind = "with" if with_processor else "without"
             print(f"round {rnd}: engine {kind} the processor...", flush=True)
             engine = start_engine(with_processor, log_dir)
@@ -297,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "64 tokens)",
         "rss_mib": {k: v for k, v in rss.items()},
         "index_memory": index_memory(),
+        "processor_cost": processor_cost(args.tokens, args.concurrency),
     }
     (args.out / "decode.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "decode.md").write_text(markdown(result))

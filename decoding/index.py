@@ -1,7 +1,7 @@
 """The per-policy ban index: protected token n-grams and banned literals, in the served
 model's own tokens.
 
-Two parts, both answering "which next tokens must not be sampled after this context?":
+Three parts, all answering "which next tokens must not be sampled after this context?":
 
 - **Protected n-grams** (MemFree). Every n-token window of the corpus, tokenised as written
   and with its whitespace collapsed (a line start then reads like mid-text), is stored as
@@ -10,6 +10,10 @@ Two parts, both answering "which next tokens must not be sampled after this cont
   approximation and no iterative argmax. Each completing token also bans the tokens that
   spell a proper prefix of it (" t", " ti" for " tide"), the cheapest way for a model to
   route around a masked word by spelling it in pieces.
+- **Protected word n-grams** on normalised text (lower case, words = runs of letters and
+  digits): after n-1 corpus words, however they were written, no token may start spelling a
+  word that follows them in the corpus. This closes what the token index cannot see: a
+  capital, a newline for a space, changed punctuation, a word spelled in other tokens.
 - **Literals.** Matched on bytes, case-insensitively (ASCII), at a word start: for a context
   whose bytes end with the first j bytes of a literal, every token whose bytes start with the
   rest is banned; tokens that contain the whole literal after a word boundary are banned
@@ -49,6 +53,13 @@ def _gpt2_byte_decoder() -> dict[str, int]:
 
 
 _SPM_BYTE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+#: A normalised word: lower-case ASCII letters and digits, and any non-ASCII byte (UTF-8).
+_WORD_RUN = re.compile(rb"[a-z0-9\x80-\xff]+")
+
+
+def norm_words(text: bytes) -> list[bytes]:
+    """Words as the word index sees them: case, spacing and punctuation dropped."""
+    return _WORD_RUN.findall(text.lower())
 
 
 class Vocabulary:
@@ -80,6 +91,14 @@ class Vocabulary:
         # Lower-cased bytes, sorted, for "which tokens start with S" by bisection.
         self._sorted = sorted((b.lower(), i) for i, b in enumerate(self.bytes) if b)
         self._keys = [b for b, _ in self._sorted]
+        # Each token's first word run (lower-cased), for spelling words in any case:
+        # run -> [(token, starts with a separator, has bytes after the run)].
+        self.by_run: dict[bytes, list[tuple[int, bool, bool]]] = {}
+        for i, b in enumerate(self.bytes):
+            run = _WORD_RUN.search(b.lower())
+            if run:
+                entry = (i, run.start() > 0, run.end() < len(b))
+                self.by_run.setdefault(run.group(), []).append(entry)
 
     def __len__(self) -> int:
         return len(self.bytes)
@@ -190,6 +209,95 @@ class LiteralBans:
 
 
 @dataclass
+class WordBans:
+    """Protected word n-grams on normalised text (MemFree over words): after n-1 corpus words,
+    in any case, spacing, punctuation or tokenisation, no token may start spelling a word
+    that follows them in the corpus. Catches the copies the token index misses (a capital, a
+    newline for a space, a word split into other tokens)."""
+
+    n: int
+    #: hash(tuple of n-1 normalised words) -> the words that follow them in the corpus.
+    follow: dict[int, tuple[bytes, ...]]
+    vocab: Vocabulary
+    tail_tokens: int
+    _at_start: dict[bytes, tuple[int, ...]] = field(default_factory=dict)
+    _after_word: dict[bytes, tuple[int, ...]] = field(default_factory=dict)
+    _inside: dict[tuple[bytes, int], tuple[int, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, corpus: str, n: int, vocab: Vocabulary) -> WordBans:
+        ws = norm_words(corpus.encode("utf-8"))
+        follow: dict[int, set[bytes]] = {}
+        for i in range(len(ws) - n + 1):
+            follow.setdefault(hash(tuple(ws[i : i + n - 1])), set()).add(ws[i + n - 1])
+        frozen = {k: tuple(sorted(v)) for k, v in follow.items()}
+        # Words run to several tokens each (" Br"+"in"+"m"+"arch"): room for n of the longest.
+        return cls(n, frozen, vocab, tail_tokens=4 * n + 4)
+
+    def starting(self, word: bytes) -> tuple[int, ...]:
+        """Tokens that begin spelling `word` at a word start (its prefixes, or all of it)."""
+        hit = self._at_start.get(word)
+        if hit is None:
+            out = []
+            for k in range(1, len(word) + 1):
+                for token, _lead, after in self.vocab.by_run.get(word[:k], ()):
+                    # " ed." ends the word short of "edge": allowed; " edge." completes it.
+                    if k == len(word) or not after:
+                        out.append(token)
+            hit = self._at_start[word] = tuple(out)
+        return hit
+
+    def after_word(self, word: bytes) -> tuple[int, ...]:
+        """Tokens that end the word before them with a separator and begin spelling `word`."""
+        hit = self._after_word.get(word)
+        if hit is None:
+            leading = {t for t, lead, _ in self._entries(word) if lead}
+            hit = self._after_word[word] = tuple(t for t in self.starting(word) if t in leading)
+        return hit
+
+    def _entries(self, word: bytes) -> list[tuple[int, bool, bool]]:
+        return [e for k in range(1, len(word) + 1) for e in self.vocab.by_run.get(word[:k], ())]
+
+    def continuing(self, word: bytes, done: int) -> tuple[int, ...]:
+        """Tokens that go on spelling `word` after its first `done` bytes."""
+        key = (word, done)
+        hit = self._inside.get(key)
+        if hit is None:
+            rest = word[done:]
+            out = []
+            for k in range(1, len(rest) + 1):
+                for token, lead, after in self.vocab.by_run.get(rest[:k], ()):
+                    if not lead and (k == len(rest) or not after):
+                        out.append(token)
+            hit = self._inside[key] = tuple(out)
+        return hit
+
+    def banned(self, tail: bytes, out: list[tuple[int, ...]]) -> None:
+        low = tail.lower()
+        words = _WORD_RUN.findall(low)
+        partial = b""
+        if low and _word_byte(low[-1]) and words:
+            partial, words = words[-1], words[:-1]
+        k = self.n - 1
+        if not partial:
+            for word in self._next(words, k):
+                out.append(self.starting(word))
+            return
+        # The last word may go on (" Quill" + "haven")...
+        for word in self._next(words, k):
+            if len(word) > len(partial) and word.startswith(partial):
+                out.append(self.continuing(word, len(partial)))
+        # ...or be complete, the next token opening the next word after a separator.
+        for word in self._next([*words, partial], k):
+            out.append(self.after_word(word))
+
+    def _next(self, words: list[bytes], k: int) -> tuple[bytes, ...]:
+        if len(words) < k:
+            return ()
+        return self.follow.get(hash(tuple(words[len(words) - k :])), ())
+
+
+@dataclass
 class PolicyIndex:
     """Everything the processor needs for one policy."""
 
@@ -200,6 +308,7 @@ class PolicyIndex:
     follow: dict[int, tuple[int, ...]] = field(default_factory=dict)
     literals: LiteralBans | None = None
     corpus_tokens: int = 0
+    words: WordBans | None = None
 
     @property
     def tagged(self) -> str:
@@ -208,7 +317,8 @@ class PolicyIndex:
     @property
     def context_tokens(self) -> int:
         lit = self.literals.tail_tokens if self.literals else 0
-        return max(self.n - 1 if self.follow else 0, lit)
+        words = self.words.tail_tokens if self.words else 0
+        return max(self.n - 1 if self.follow else 0, lit, words)
 
     def banned(self, context: Sequence[int], vocab: Vocabulary, out: list[tuple[int, ...]]) -> None:
         """Append to `out` the token groups that must not follow `context` (a short tail)."""
@@ -217,6 +327,8 @@ class PolicyIndex:
             hit = self.follow.get(hash(tuple(context[len(context) - k :])))
             if hit:
                 out.append(hit)
+        if self.words is not None and self.words.follow:
+            self.words.banned(vocab.spell(context[-self.words.tail_tokens :]), out)
         if self.literals is not None:
             t = self.literals.tail_tokens
             self.literals.banned(vocab.spell(context[-t:]), out)
@@ -246,7 +358,12 @@ def build_index(source: DecodeSource, tokenizer: Any, vocab: Vocabulary) -> Poli
             closed.update(vocab.prefix_tokens(t))
         follow[key] = tuple(sorted(closed))
     literals = LiteralBans.build(source.literals, vocab) if source.literals else None
-    return PolicyIndex(source.name, source.digest, n, follow, literals, total)
+    words = None
+    if source.corpus.strip():
+        words = WordBans.build(source.corpus, source.ngram_words, vocab)
+        for word in {w for ws in words.follow.values() for w in ws}:
+            words.starting(word)  # built now, not on the first request's step
+    return PolicyIndex(source.name, source.digest, n, follow, literals, total, words)
 
 
 def index_bytes(index: PolicyIndex) -> int:
@@ -256,6 +373,11 @@ def index_bytes(index: PolicyIndex) -> int:
     size = sys.getsizeof(index.follow)
     for key, value in index.follow.items():
         size += sys.getsizeof(key) + sys.getsizeof(value)
+    if index.words is not None:
+        size += sys.getsizeof(index.words.follow)
+        for key, nexts in index.words.follow.items():
+            size += sys.getsizeof(key) + sys.getsizeof(nexts) + sum(map(sys.getsizeof, nexts))
+        size += sum(sys.getsizeof(v) for v in index.words._at_start.values())
     lit = index.literals
     if lit is not None:
         size += sys.getsizeof(lit.inner) + sys.getsizeof(lit.at_start)

@@ -19,8 +19,11 @@ import yaml
 DECODE_MODES = frozenset({"decode", "both"})
 #: Default n of the protected token n-grams (see docs/decoding.md for the choice).
 DEFAULT_NGRAM_TOKENS = 10
+#: Default n of the protected normalised word n-grams: at most 9 words of the corpus in a row,
+#: whatever their case, spacing, punctuation or tokenisation (the verbatim filter's bar is 12).
+DEFAULT_NGRAM_WORDS = 10
 #: Version of the index format: a change invalidates every digest.
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 
 class DecodePolicyError(ValueError):
@@ -36,6 +39,7 @@ class DecodeSource:
     literals: tuple[str, ...]
     ngram_tokens: int
     digest: str
+    ngram_words: int = DEFAULT_NGRAM_WORDS
 
     @property
     def tagged(self) -> str:
@@ -43,9 +47,20 @@ class DecodeSource:
         return f"{self.name}@{self.digest}"
 
 
-def source_digest(corpus: str, literals: tuple[str, ...], ngram_tokens: int) -> str:
+def source_digest(
+    corpus: str,
+    literals: tuple[str, ...],
+    ngram_tokens: int,
+    ngram_words: int = DEFAULT_NGRAM_WORDS,
+) -> str:
     payload = json.dumps(
-        {"v": INDEX_VERSION, "n": ngram_tokens, "corpus": corpus, "literals": list(literals)},
+        {
+            "v": INDEX_VERSION,
+            "n": ngram_tokens,
+            "words": ngram_words,
+            "corpus": corpus,
+            "literals": list(literals),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -86,7 +101,9 @@ def read_policy(path: Path) -> DecodeSource | None:
         )
     decode = raw.get("decode") or {}
     n = int(decode.get("ngram_tokens", DEFAULT_NGRAM_TOKENS))
-    return DecodeSource(raw["name"], corpus, literals, n, source_digest(corpus, literals, n))
+    w = int(decode.get("ngram_words", DEFAULT_NGRAM_WORDS))
+    digest = source_digest(corpus, literals, n, w)
+    return DecodeSource(raw["name"], corpus, literals, n, digest, w)
 
 
 def read_directory(directory: Path) -> list[DecodeSource]:

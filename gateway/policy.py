@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from decoding.policies import DEFAULT_NGRAM_TOKENS
+from decoding.policies import DEFAULT_NGRAM_TOKENS, DEFAULT_NGRAM_WORDS
 
 Stage = Literal["input", "output"]
 ActionName = Literal["block", "redact", "refuse"]
@@ -76,6 +76,8 @@ class DecodeSpec(_Strict):
 
     #: n of the protected token n-grams: a model may reproduce n-1 tokens of the corpus.
     ngram_tokens: int = Field(DEFAULT_NGRAM_TOKENS, ge=4, le=64)
+    #: n of the protected normalised word n-grams (case, spacing, punctuation ignored).
+    ngram_words: int = Field(DEFAULT_NGRAM_WORDS, ge=3, le=64)
 
 
 class PolicySpec(_Strict):

@@ -330,3 +330,81 @@ def test_requests_naming_held_policies_or_none_are_valid(policy_dir) -> None:
     MemFreeProcessor.validate_params(SamplingParams(extra_args={POLICIES_ARG: [work.tagged]}))
     MemFreeProcessor.validate_params(SamplingParams(extra_args={"other": 1}))
     MemFreeProcessor.validate_params(SamplingParams())
+
+
+# -- protected word n-grams (normalised) -------------------------------------------------
+
+BOOK = (
+    "From up there she could see the whole of Quillhaven folded along the edge of the "
+    "Brinmarch coast like a letter nobody had finished writing: the slate roofs of the "
+    "net-menders' quarter, the crooked bell of Saint Obery's."
+)
+# The first nine words sit in the prompt; the tenth must not follow, however it is written.
+PROMPT_WORDS = "From up there she could see the whole of"
+COPIES = [
+    " Quillhaven folded along the edge",
+    " QUILLHAVEN FOLDED ALONG THE EDGE",
+    " quillhaven Folded along",
+    "\nQuillhaven\nfolded\nalong\nthe\nedge",
+    " Quillhaven, folded -- along; the edge",
+    "  Quillhaven  folded  along  the  edge",
+]
+
+
+@pytest.fixture(scope="module")
+def book(tokenizer: Any, vocab: Vocabulary) -> PolicyIndex:
+    # ngram_tokens 64: the token index stays out of the way, the word index alone decides.
+    src = DecodeSource("book", BOOK, (), 64, source_digest(BOOK, (), 64, 10), 10)
+    return build_index(src, tokenizer, vocab)
+
+
+@pytest.mark.parametrize("copy", COPIES)
+def test_a_copy_in_any_case_spacing_or_punctuation_is_stopped_at_the_tenth_word(
+    tokenizer, vocab, book, copy
+) -> None:
+    step = walk(processor(vocab, book), encode(tokenizer, PROMPT_WORDS), encode(tokenizer, copy))
+    assert step == 0 or (
+        step is not None and not vocab.spell(encode(tokenizer, copy)[:step]).strip()
+    )
+
+
+@pytest.mark.parametrize("copy", [" Quillhaven folded", " QUILLHAVEN", "\nquillhaven"])
+def test_a_copy_in_any_tokens_is_stopped_at_the_tenth_word(tokenizer, vocab, book, copy):
+    rng = random.Random(copy)
+    prompt = encode(tokenizer, PROMPT_WORDS)
+    for path in segmentations(vocab, copy.encode(), rng, 20):
+        step = walk(processor(vocab, book), prompt, path)
+        spelled = vocab.spell(path[: step or 0]).strip()
+        assert step is not None and not spelled, [vocab.bytes[t] for t in path]
+
+
+def test_a_word_started_in_pieces_cannot_be_finished(tokenizer, vocab, book) -> None:
+    # Defence in depth: were a first piece let through, the rest of the word stays banned.
+    proc = processor(vocab, book)
+    prompt = encode(tokenizer, PROMPT_WORDS + " Quill")
+    add(proc, 1, (0, params(book), prompt, []))
+    masked = masked_after(proc, 0)
+    assert encode(tokenizer, "haven")[0] in masked or encode(tokenizer, "h")[0] in masked
+
+
+WORD_NEAR_MISSES = [
+    (PROMPT_WORDS, " the town, and beyond it the grey sea."),
+    (PROMPT_WORDS, " Quillhavens"),  # another word that starts like the protected one
+    ("From up there she could see", " the whole of the harbour"),  # eight words in common
+    ("She saw the whole of", " Quillhaven folded along its edge, near the coast"),
+]
+
+
+@pytest.mark.parametrize(("prompt", "text"), WORD_NEAR_MISSES)
+def test_text_sharing_fewer_than_ten_words_with_the_corpus_is_allowed(
+    tokenizer, vocab, book, prompt, text
+) -> None:
+    path = encode(tokenizer, text)
+    step = walk(processor(vocab, book), encode(tokenizer, prompt), path)
+    if text == " Quillhavens":
+        # " Quill" + "h" + "avens": the prefix spells the protected word's start, so it is
+        # masked; the test documents that collateral: a word sharing the protected word's
+        # first letters cannot be written right there.
+        assert step == 0
+        return
+    assert step is None

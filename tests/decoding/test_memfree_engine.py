@@ -71,7 +71,9 @@ SCHOOL = [
 
 
 def _says(texts: list[str], literal: str) -> bool:
-    return any(literal.lower() in t.lower() for t in texts)
+    """The literal at a word start, in any case ("comparison" does not say "Paris")."""
+    found = re.compile(r"(?<![a-z0-9])" + re.escape(literal.lower()))
+    return any(found.search(t.lower()) for t in texts)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +92,7 @@ def test_a_banned_literal_never_appears_with_or_without_a_leading_space(
         banned += generate(
             engine, prompt, chat=chat, policies=("landmarks",), temperature=1.0, n=3, seed=7
         )
-    assert not _says(banned, literal), [t for t in banned if literal.lower() in t.lower()]
+    assert not _says(banned, literal), [t for t in banned if _says([t], literal)]
 
 
 def _spans() -> list[tuple[str, str]]:
@@ -133,31 +135,27 @@ def test_a_protected_span_is_never_completed_greedily_from_its_prefix(engine) ->
 
 
 def test_a_request_naming_a_policy_that_bans_nothing_here_gets_the_same_tokens(engine) -> None:
-    prompt = "Give me a simple recipe for tomato soup."
-    extra = {"max_tokens": 60, "return_token_ids": True}
-    plain = httpx.post(
-        engine.base_url + "/v1/chat/completions",
-        json={
+    def token_ids(salt: str, **extra: Any) -> list[int]:
+        body = {
             "model": SERVED_MODEL,
             "temperature": 0.0,
-            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 60,
+            "messages": [{"role": "user", "content": "Give me a simple recipe for tomato soup."}],
+            "return_token_ids": True,
+            # Both prompts prefilled from scratch: a prefix-cache hit changes the shapes of
+            # the first step's matmuls, and so the last bits of its logits.
+            "cache_salt": salt,
             **extra,
-        },
-        timeout=300,
-    ).json()["choices"][0]
-    guarded = httpx.post(
-        engine.base_url + "/v1/chat/completions",
-        json={
-            "model": SERVED_MODEL,
-            "temperature": 0.0,
-            "messages": [{"role": "user", "content": prompt}],
-            "vllm_xargs": {POLICIES_ARG: list(TAGGED.values())},
-            **extra,
-        },
-        timeout=300,
-    ).json()["choices"][0]
-    assert plain["token_ids"] == guarded["token_ids"]
-    assert len(plain["token_ids"]) > 20
+        }
+        answer = httpx.post(engine.base_url + "/v1/chat/completions", json=body, timeout=300)
+        assert answer.status_code == 200, answer.text
+        ids: list[int] = answer.json()["choices"][0]["token_ids"]
+        return ids
+
+    plain = token_ids("plain")
+    guarded = token_ids("guarded", vllm_xargs={POLICIES_ARG: list(TAGGED.values())})
+    assert plain == guarded
+    assert len(plain) > 20
 
 
 def test_a_request_naming_a_policy_the_engine_lacks_is_refused(engine) -> None:

@@ -35,6 +35,21 @@ def _filler(text: str, word: str, every: int = 1) -> str:
     return " ".join(out)
 
 
+def _swap_pairs(text: str, every: int = 6) -> str:
+    words = text.split()
+    for k in range(0, len(words) - 1, every):
+        words[k], words[k + 1] = words[k + 1], words[k]
+    return " ".join(words)
+
+
+_MATH_BOLD = {c: chr(0x1D41A + ord(c) - ord("a")) for c in "abcdefghijklmnopqrstuvwxyz"}
+#: Lisu and Cherokee capitals that TR39 lists as confusable with Latin capitals.
+_LISU = str.maketrans({"A": "ꓮ", "B": "ꓐ", "C": "ꓚ", "D": "ꓓ", "E": "ꓰ", "F": "ꓝ", "G": "ꓖ",
+                       "H": "ꓧ", "I": "ꓲ", "J": "ꓙ", "K": "ꓗ", "L": "ꓡ", "M": "ꓟ", "N": "ꓠ",
+                       "O": "ꓳ", "P": "ꓑ", "R": "ꓣ", "S": "ꓢ", "T": "ꓔ", "U": "ꓴ", "V": "ꓦ",
+                       "W": "ꓪ", "X": "ꓫ", "Y": "ꓬ", "Z": "ꓜ"})
+
+
 def _pairs_joined(text: str) -> str:
     words = text.split()
     return " ".join("".join(words[k : k + 2]) for k in range(0, len(words), 2))
@@ -61,6 +76,12 @@ TRANSFORMS: list[tuple[str, Callable[[str], str]]] = [
     ("hyphen-separated", lambda t: "-".join(t.split())),
     ("homoglyphs-and-skips", lambda t: cyrillic(_every(t, lambda k: k % 5 != 4))),
     ("joined-and-filler", lambda t: _filler(_pairs_joined(t), "uh", 2)),
+    ("math-bold-letters", lambda t: "".join(_MATH_BOLD.get(c, c) for c in t)),
+    ("lisu-capitals", lambda t: t.upper().translate(_LISU)),
+    ("adjacent-words-swapped", _swap_pairs),
+    ("html-tags-between-words", lambda t: " ".join(f"<b>{w}</b>" for w in t.split())),
+    ("two-fillers-between-words", lambda t: _filler(t, "um, like,")),
+    ("markdown-bullets", lambda t: "\n".join(f"- {w}" for w in t.split())),
 ]
 LEADS = ("Here is the passage you asked for: ", "", "Of course!\n\n")
 CHUNKINGS = ("rand3", "words", "8", "rand11", "chars")

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from filters.base import FilterOptions, PolicyData
+from filters.cascade import CalibrationSet, text_digest
 from filters.embedding import corpus_chunks
 from filters.windows import Verdict, WindowedFilter, WindowOptions
 
@@ -33,27 +34,55 @@ class Backend(Protocol):
 
 class EmbeddingLogReg:
     def __init__(self, encoder: Any, positives: list[str], negatives: list[str], c: float):
-        from sklearn.linear_model import LogisticRegression
-
         if not positives or not negatives:
             raise ValueError(
                 "classifier: training needs exemplars (positives) and near_misses (negatives)"
             )
         self.encoder = encoder
-        x = encoder.encode(positives + negatives)
-        y = np.array([1] * len(positives) + [0] * len(negatives))
-        self.model = LogisticRegression(class_weight="balanced", C=c, max_iter=1000)
-        self.model.fit(x, y)
+        self.c = c
+        self.x = encoder.encode(positives + negatives)
+        self.y = np.array([1] * len(positives) + [0] * len(negatives))
+        self.model = self._fit(self.x, self.y)
+
+    def _fit(self, x: np.ndarray, y: np.ndarray) -> Any:
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(class_weight="balanced", C=self.c, max_iter=1000)
+        model.fit(x, y)
+        return model
+
+    def predict_held_out(self, cal: CalibrationSet, folds: int = 5) -> np.ndarray:
+        """Each calibration text's probability from a model fitted without the fold of the
+        positive or near-miss it was made from (k-fold: a refit per text would cost seconds)."""
+        n_pos = int(self.y.sum())
+        n_neg = len(self.y) - n_pos
+        fold_of_row = np.concatenate([np.arange(n_pos) % folds, np.arange(n_neg) % folds])
+        fold_of_text = np.asarray([
+            p % folds if p >= 0 else q % folds if q >= 0 else -1
+            for p, q in zip(cal.pos, cal.neg, strict=True)
+        ])
+        x = self.encoder.encode(cal.texts).astype(np.float64)
+        out = _proba(x, self.model)
+        for f in range(folds):
+            texts = fold_of_text == f
+            keep = fold_of_row != f
+            if not texts.any() or len(set(self.y[keep].tolist())) < 2:
+                continue
+            out[texts] = _proba(x[texts], self._fit(self.x[keep], self.y[keep]))
+        return out
 
     def predict(self, texts: list[str]) -> np.ndarray:
         # The logistic function row by row in float64 rather than predict_proba: its float32
         # matrix product gave a text another probability (by 2e-7) in a batch of 20 than
         # alone, and a window's score must not depend on its batch.
-        x = self.encoder.encode(texts).astype(np.float64)
-        w = self.model.coef_[0].astype(np.float64)
-        z = (x * w).sum(axis=1) + float(self.model.intercept_[0])
-        proba: np.ndarray = 1.0 / (1.0 + np.exp(-z))
-        return proba
+        return _proba(self.encoder.encode(texts).astype(np.float64), self.model)
+
+
+def _proba(x: np.ndarray, model: Any) -> np.ndarray:
+    w = model.coef_[0].astype(np.float64)
+    z = (x * w).sum(axis=1) + float(model.intercept_[0])
+    proba: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+    return proba
 
 
 class HFSequenceClassifier:
@@ -144,7 +173,20 @@ class Classifier(WindowedFilter):
                 )
             except ValueError as exc:
                 raise ValueError(f"policy {data.name!r}: {exc}") from exc
+            flt = cls(backend, options)
+            # The screen scores against the positives the classifier was trained on.
+            key = {
+                "positives": text_digest(positives),
+                "near_misses": text_digest(data.near_misses),
+            }
+            flt.attach_screen(resources, data.name, positives, data.near_misses, key)
+            return flt
         return cls(backend, options)
+
+    def calibration_flags(self, cal: CalibrationSet) -> np.ndarray:
+        assert isinstance(self.backend, EmbeddingLogReg)
+        flags: np.ndarray = self.backend.predict_held_out(cal) >= self.options.threshold
+        return flags
 
     def judge(self, texts: list[str]) -> list[Verdict]:
         probs = self.backend.predict(texts)

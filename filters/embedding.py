@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from filters.base import FilterOptions, PolicyData
+from filters.cascade import CalibrationSet, text_digest
 from filters.normalize import words
 from filters.windows import Verdict, WindowedFilter, WindowOptions
 
@@ -69,8 +70,10 @@ class Embedding(WindowedFilter):
             raise ValueError("embedding: no exemplars or corpus to compare against")
         self.encoder = encoder
         self.options = options
-        self.positives = flat_index(encoder.encode(positives))
-        self.negatives = flat_index(encoder.encode(near_misses)) if near_misses else None
+        self.pos_vectors = encoder.encode(positives)
+        self.neg_vectors = encoder.encode(near_misses) if near_misses else None
+        self.positives = flat_index(self.pos_vectors)
+        self.negatives = flat_index(self.neg_vectors) if self.neg_vectors is not None else None
 
     @classmethod
     def from_policy(cls, data: PolicyData, resources: Any, options: FilterOptions) -> Embedding:
@@ -81,7 +84,10 @@ class Embedding(WindowedFilter):
         if not positives:
             raise ValueError(f"policy {data.name!r}: the embedding filter needs exemplars")
         negatives = list(data.near_misses) if options.near_miss_margin is not None else []
-        return cls(resources.encoder, positives, negatives, options)
+        flt = cls(resources.encoder, positives, negatives, options)
+        key = {"positives": text_digest(positives), "near_misses": text_digest(negatives)}
+        flt.attach_screen(resources, data.name, positives, negatives, key)
+        return flt
 
     def similarities(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Best cosine to a positive and to a near-miss (-1 without near-misses) per text."""
@@ -91,6 +97,15 @@ class Embedding(WindowedFilter):
             return pos[:, 0], np.full(len(texts), -1.0, dtype=np.float32)
         neg, _ = self.negatives.search(vecs, 1)
         return pos[:, 0], neg[:, 0]
+
+    def calibration_flags(self, cal: CalibrationSet) -> np.ndarray:
+        vecs = self.encoder.encode(cal.texts)
+        pos = _best_leaving_out(vecs, self.pos_vectors, cal.pos)
+        margin = self.options.near_miss_margin
+        flags = pos >= self.options.threshold
+        if margin is not None and self.neg_vectors is not None:
+            flags &= pos >= _best_leaving_out(vecs, self.neg_vectors, cal.neg) + margin
+        return flags
 
     def judge(self, texts: list[str]) -> list[Verdict]:
         pos, neg = self.similarities(texts)
@@ -103,6 +118,16 @@ class Embedding(WindowedFilter):
 
     def reason(self, score: float) -> str:
         return f"embedding: cosine {score:.2f} to policy exemplars"
+
+
+def _best_leaving_out(vecs: np.ndarray, against: np.ndarray, leave_out: list[int]) -> np.ndarray:
+    """Best cosine of each row to `against`, without row `leave_out[i]` of it (-1: none)."""
+    sims = vecs @ against.T
+    rows = np.asarray([i for i, j in enumerate(leave_out) if 0 <= j < len(against)], dtype=int)
+    if len(rows):
+        sims[rows, np.asarray(leave_out)[rows]] = -np.inf
+    best: np.ndarray = sims.max(axis=1) if sims.shape[1] else np.full(len(vecs), -1.0)
+    return best
 
 
 FILTER = Embedding

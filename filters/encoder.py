@@ -175,6 +175,16 @@ class Encoder:
         self.hits = 0  # texts answered without the model (cached, or repeated in one call)
         self.misses = 0  # texts sent to the model
 
+    @property
+    def identity(self) -> str:
+        """Which model answers (backend and weights file), for caches of derived figures."""
+        weights = onnx_path(self.model_dir) if self.backend == "onnx" else self.model_dir
+        try:
+            stat = weights.stat()
+            return f"{self.backend}:{weights}:{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            return f"{self.backend}:{weights}"
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """One row per text; texts seen recently (or twice in `texts`) are encoded once."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -14,7 +14,12 @@ class Resources:
 
     embedding_model_dir: Path | None = None
     tokenizer_dir: Path | None = None
+    #: The static model distilled from MiniLM (the cascade's first stage); default: beside
+    #: the bundled MiniLM, `all-minilm-l6-v2-static`.
+    static_model_dir: Path | None = None
     _encoder: Any = field(default=None, repr=False)
+    _static: Any = field(default=None, repr=False)
+    _screens: dict[str, Any] = field(default_factory=dict, repr=False)
     _tokenizer: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -27,6 +32,34 @@ class Resources:
 
                 self._encoder = Encoder(self.embedding_model_dir)
             return self._encoder
+
+    @property
+    def static_encoder(self) -> Any:
+        """The shared static encoder (filters.static_encoder.StaticEncoder), or None when
+        `lethe models prepare` has not built it."""
+        from filters import static_encoder
+
+        model_dir = self.static_model_dir
+        if model_dir is None:
+            beside = (self.embedding_model_dir or static_encoder.default_dir()).parent
+            model_dir = beside / static_encoder.DIRNAME
+            if not (model_dir / static_encoder.WEIGHTS).is_file():
+                model_dir = static_encoder.default_dir()
+        with self._lock:
+            if self._static is None and (model_dir / static_encoder.WEIGHTS).is_file():
+                self._static = static_encoder.StaticEncoder(model_dir)
+            return self._static
+
+    def screen(self, positives: Any) -> Any:
+        """The static screen of a list of positives, shared by the filters that use it."""
+        from filters.cascade import StaticScreen, text_digest
+
+        key = text_digest(positives)
+        static = self.static_encoder
+        with self._lock:
+            if key not in self._screens:
+                self._screens[key] = StaticScreen(static, positives)
+            return self._screens[key]
 
     @property
     def tokenizer_loaded(self) -> bool:

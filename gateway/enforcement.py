@@ -207,7 +207,6 @@ class RequestEnforcement:
                 adapter = env.adapter_for(policy.spec.name)
                 if adapter is not None:
                     ctx.upstream_model = adapter
-                    ctx.notes.setdefault("adapter_policies", []).append(policy.spec.name)
                     if mode == "unlearn":
                         continue
             # suppress, both, and unlearn without a usable adapter (fail closed) all filter.
@@ -360,9 +359,6 @@ class RequestEnforcement:
             return _blocked(blocking)
         spans = _merge([s for h in hits for s in h.result.spans])
         return Release(_render(text, 0, len(text), spans)) if spans else Release(text)
-
-    def finish(self) -> None:
-        return None
 
 
 def _blocked(hits: list[_Hit]) -> Release:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from starlette.responses import Response
 
 from gateway.adapters import AdapterCollector, AdapterError, AdapterRegistry, AdapterStore
 from gateway.auth import KeyStore
@@ -19,12 +17,12 @@ from gateway.errors import GatewayError
 from gateway.filter_pool import FilterPool
 from gateway.metrics import Metrics, bounded_model
 from gateway.metrics_port import serve_metrics
-from gateway.pipeline import UPSTREAM_PATHS, Pipeline
+from gateway.pipeline import Pipeline
 from gateway.policy_store import PolicyStore
 from gateway.runtime_resources import cache_root
+from gateway.scope import RequestScope
 from gateway.settings import Settings
 from gateway.stages import RequestContext
-from gateway.streaming import RelayResponse
 from gateway.tokenizer_check import TokenizerGate
 from gateway.upstream import Upstream, UpstreamError
 
@@ -62,7 +60,7 @@ class Runtime:
             wait_budget_s=settings.filter_queue_timeout_s,
         )
         self.policies = PolicyStore(settings, self)
-        self.pipeline = Pipeline(self.upstream, self.policies.stages, self.metrics)
+        self.pipeline = Pipeline(self.upstream)
         # Adapters go to every engine replica; completions keep using the upstream (Service).
         self.engines = EnginePool(settings, self.upstream, engine_key)
         self.adapters = AdapterRegistry(
@@ -76,7 +74,6 @@ class Runtime:
         self._adapter_watcher: asyncio.Task[None] | None = None
         self.decoding = EngineDecoding(settings.engine_decode == "auto", self.metrics)
         self.draining = False
-        self.in_flight = 0
         self._models_cache: tuple[float, dict[str, Any]] | None = None
         self._stop_metrics_port: Callable[[], None] | None = None
         self.tokenizer_gate = TokenizerGate(
@@ -175,44 +172,12 @@ class Runtime:
         ]
         return bounded_model(model, known)
 
-    async def track(self, ctx: RequestContext, work: Awaitable[Response]) -> Response:
-        """Count a request from arrival to its last byte (streams included)."""
+    def request(self, ctx: RequestContext) -> RequestScope:
+        """The scope of one completion request (gateway.scope), its policy work begun."""
         if self.draining:
             raise GatewayError(503, "gateway is shutting down", type="unavailable", code=503)
-        route = UPSTREAM_PATHS[ctx.kind]
-        started = time.perf_counter()
-        self.metrics.in_flight.inc()
-        self.in_flight += 1
-        status = 500
-
-        def done() -> None:
-            self.in_flight -= 1
-            self.metrics.in_flight.dec()
-            self.metrics.requests.labels(
-                route=route, model=self.model_label(ctx.requested_model), status=str(status)
-            ).inc()
-            self.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
-
-        try:
-            response = await work
-        except GatewayError as exc:
-            status = exc.status
-            if isinstance(exc, UpstreamError):
-                log.warning(
-                    "upstream error %s (%s) request=%s", exc.status, exc.reason, ctx.request_id
-                )
-            done()
-            raise
-        except BaseException:
-            done()
-            raise
-        status = response.status_code
-        if isinstance(response, RelayResponse):
-            # Counted to its last byte: the stream's own scope ends the request.
-            response.resources.callback(done)
-        else:
-            done()
-        return response
+        stages = self.policies.stages().begin(ctx)
+        return RequestScope(ctx, stages, self.metrics, self.model_label(ctx.requested_model))
 
     async def run_blocking(self, fn: Any, *args: Any, **turns: Any) -> Any:
         """`fn(*args)` in the fair filter pool; `turns`: lane and budgets (FilterPool.run)."""

@@ -6,10 +6,12 @@ policy set, and PASS_THROUGH is what runs when no policy applies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 Kind = Literal["chat", "completion"]
+#: The upstream path of each kind, also the route label of its metrics.
+UPSTREAM_PATHS: dict[Kind, str] = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 
 
 @dataclass
@@ -20,7 +22,6 @@ class RequestContext:
     requested_model: str = ""
     #: Upstream model name to use instead of the requested one (a LoRA adapter).
     upstream_model: str | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,6 @@ class RequestStages(Protocol):
     async def check_output(self, text: str) -> Release:
         """Judge a whole non-streamed choice text; `Release.text` is what may be sent."""
 
-    def finish(self) -> None:
-        """Called once at the end of the request (audit flush and the like)."""
-
 
 class PolicyStages(Protocol):
     def begin(self, ctx: RequestContext) -> RequestStages: ...
@@ -77,9 +75,6 @@ class _PassThroughRequest:
 
     async def check_output(self, text: str) -> Release:
         return Release(text)
-
-    def finish(self) -> None:
-        return None
 
 
 class _PassThrough:

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
-from contextlib import AsyncExitStack
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from gateway import response_shape as shape
 from gateway.response_shape import Frame, Malformed, UpstreamChoice
@@ -39,15 +37,16 @@ def error_event(message: str, reason: str, code: int = 502) -> bytes:
 
 
 class StreamOutcome:
-    """What happened to a stream, for metrics and audit once it ends."""
+    """What happened to a stream, read by its request's scope once it ends."""
 
     def __init__(self, frame: Frame | None = None) -> None:
         #: The gateway's own id, model and created for a guarded stream's chunks.
         self.frame = frame
-        self.first_byte_at: float | None = None
+        #: perf_counter() before the upstream call, and at the first event sent.
+        self.opened_at = time.perf_counter()
+        self.first_event_at: float | None = None
         self.error_reason: str | None = None
         self.blocked_choices: int = 0
-        self.client_gone = True
 
 
 async def relay(
@@ -58,50 +57,15 @@ async def relay(
     n: int,
     outcome: StreamOutcome,
     rename_model: tuple[str, str] | None = None,
-    on_first_event: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The client's events. The upstream answer is closed by the `RelayResponse` that sends
-    them, not here: this generator may never start, or be left suspended, when the client
-    goes away."""
+    """The client's events. The upstream answer is closed by the request's scope
+    (gateway.scope), not here: this generator may never start, or be left suspended, when the
+    client goes away."""
     relay_events = _guarded if stages.output_active else _pass_through
     async for event in relay_events(upstream, kind, stages, n, outcome, rename_model):
-        if on_first_event is not None:
-            on_first_event()
-            on_first_event = None
+        if outcome.first_event_at is None:
+            outcome.first_event_at = time.perf_counter()
         yield event
-    outcome.client_gone = False
-
-
-class RelayResponse(StreamingResponse):
-    """An event stream that owns what feeds it: `resources` (the upstream answer, the
-    request's accounting) close when the ASGI call ends, whether the stream was sent, cut by
-    the client, or never started because the client had already left (Starlette then never
-    runs the body generator, so its `finally` cannot be what frees an upstream slot)."""
-
-    def __init__(
-        self,
-        events: AsyncIterable[bytes],
-        resources: AsyncExitStack,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(events, media_type="text/event-stream", headers=headers)
-        self.resources = resources
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            try:
-                # A generator left at a `yield` by a cut client: end it now, not at GC.
-                aclose = getattr(self.body_iterator, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            finally:
-                await self.resources.aclose()
-
-    async def discard(self) -> None:
-        """Release what a response holds that will never be sent."""
-        await self.resources.aclose()
 
 
 async def _batches(

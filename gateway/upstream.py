@@ -7,8 +7,8 @@ the cost of the hand-written client it replaced (0.25 vs 0.22 ms a loopback requ
 
 A request holds one connection slot from `open` until its `UpstreamResponse` is closed. The
 slots are counted here, so that exhaustion answers 503 within `pool_timeout` and shows in
-/readyz and the metrics; closing a response is the owner's job (the request scope, see
-gateway.streaming.RelayResponse), never a generator's `finally`.
+/readyz and the metrics; closing a response is the owner's job (the request scope,
+gateway.scope), never a generator's `finally`.
 """
 
 from __future__ import annotations

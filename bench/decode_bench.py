@@ -233,7 +233,7 @@ def summarise(runs: list[dict[str, Any]], concurrency: list[int]) -> dict[str, A
         base = row.get("without", {}).get("median")
         for cond in ("idle", "masking"):
             if base and cond in row:
-                row[cond]["slowdown_pct"] = round(100 * (1 - row[cond]["median"] / base), 1)
+                row[cond]["change_pct"] = round(100 * (row[cond]["median"] / base - 1), 1)
         if "without" in row:
             w = row["without"]
             row["without"]["spread_pct"] = round(100 * (w["max"] - w["min"]) / w["median"], 1)
@@ -260,8 +260,8 @@ def markdown(result: dict[str, Any]) -> str:
                 cells.append("-")
                 continue
             text = f"{cell['median']:.2f} tok/s ({cell['min']:.2f}-{cell['max']:.2f})"
-            if "slowdown_pct" in cell:
-                text += f", {cell['slowdown_pct']:+.1f}% slower"
+            if "change_pct" in cell:
+                text += f", {cell['change_pct']:+.1f}%"
             cells.append(text)
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     mem = result["index_memory"]

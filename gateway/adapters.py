@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
@@ -266,15 +266,6 @@ class AdapterRegistry:
         """The upstream LoRA name for `policy` when its adapter is loaded, else None."""
         record = self._records.get(policy)
         return record.name if record and record.state == "loaded" else None
-
-    def upstream_model_for(self, policy_names: Iterable[str]) -> str | None:
-        """The LoRA name to send upstream for a request under `policy_names` (in policy order):
-        the first policy with a loaded adapter; None means the served base model."""
-        for policy in policy_names:
-            name = self.adapter_for(policy)
-            if name is not None:
-                return name
-        return None
 
     # --- one adapter on every replica --------------------------------------------------------
 

@@ -190,17 +190,15 @@ async def test_broken_adapter_raises_and_is_recorded_as_failed(
     record = registry.get("broken")
     assert record is not None and record.state == "failed" and record.error
     assert registry.adapter_for("broken") is None
-    assert registry.upstream_model_for(["broken"]) is None
 
 
-async def test_first_policy_with_a_loaded_adapter_picks_the_upstream_model(
+async def test_a_loaded_adapter_routes_its_own_policy_only(
     registry: AdapterRegistry, trained: Callable[[str], UnlearnResult]
 ) -> None:
     info = await registry.ensure(POLICY, trained("npo").out)
     try:
-        assert registry.upstream_model_for(["protected-work", POLICY]) == info.name
-        assert registry.upstream_model_for(["protected-work"]) is None
-        assert registry.upstream_model_for([]) is None
+        assert registry.adapter_for(POLICY) == info.name
+        assert registry.adapter_for("protected-work") is None
         listed = [a.as_dict() for a in registry.list()]
         assert listed[0]["policy"] == POLICY and listed[0]["manifest"]["method"] == "npo"
     finally:

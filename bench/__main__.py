@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="niceness for the harness and its servers (negative: ahead of other "
                         "work on a shared host; recorded in the results)")
     p.add_argument("--log-dir", type=Path, default=None, help="server logs (default: a temp dir)")
+    p.add_argument("--only", nargs="+", default=None,
+                   help="run only the scenarios whose name contains one of these (e.g. "
+                        "`--only prompt stream500`)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     p.add_argument("--baseline", type=Path, default=None,
                    help="another checkout of this repository (e.g. `git worktree add /tmp/before "
                         "HEAD~1`): its gateway runs as target `gateway-before`, interleaved with "
@@ -102,6 +106,16 @@ def _scenarios(
             Scenario("policies-c8-json16-ttft20", pt, stream=False, concurrency=8,
                      requests=n(80, 16), ttft_ms=20, distinct=True),
         ]
+        # Long prompts (issue 14): a benign retrieval-style prompt per request.
+        for words, count in ((200, 100), (1500, 60), (4000, 40)):
+            out.append(Scenario(f"policies-c1-prompt{words}w", pt, stream=False, concurrency=1,
+                                requests=n(count, 4), distinct=True, prompt_words=words,
+                                timeout_s=120))
+        out.append(Scenario("policies-c1-stream500-itl2", pt, stream=True, concurrency=1,
+                            requests=n(20, 2), tokens=500, itl_ms=2, distinct=True,
+                            timeout_s=120))
+    if args.only:
+        out = [s for s in out if any(k in s.name for k in args.only)]
     return out
 
 
@@ -225,6 +239,8 @@ async def _run_mock_suite(
             _print_scenario(results["scenarios"][-1], say)
     finally:
         pools.close()
+    if args.no_memory:
+        return
     await configure_mock(mock.url, Scenario("memory", (), stream=False, concurrency=1,
                                             requests=0))
     memory_targets = [("gateway", args.memory_requests)]

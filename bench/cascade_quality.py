@@ -53,10 +53,14 @@ def policy_data() -> PolicyData:
     )
 
 
-def build(resources: Resources, screen: bool) -> dict[str, WindowedFilter]:
+def build(resources: Resources, screen: bool, margin: float = 0.05) -> dict[str, WindowedFilter]:
     data = policy_data()
-    emb = Embedding.from_policy(data, resources, Embedding.Options(threshold=0.45, screen=screen))
-    clf = Classifier.from_policy(data, resources, Classifier.Options(screen=screen))
+    emb = Embedding.from_policy(
+        data, resources, Embedding.Options(threshold=0.45, screen=screen, screen_margin=margin)
+    )
+    clf = Classifier.from_policy(
+        data, resources, Classifier.Options(screen=screen, screen_margin=margin)
+    )
     assert isinstance(emb, WindowedFilter) and isinstance(clf, WindowedFilter)
     return {"embedding": emb, "classifier": clf}
 
@@ -124,9 +128,8 @@ def selectivity(filters: dict[str, WindowedFilter], prompts: list[str]) -> dict[
         total = passed = 0
         for text in prompts:
             spans = flt.spans(text)
-            scores = flt.screen.scores(text, spans)
             total += len(spans)
-            passed += int((scores >= flt.calibration.threshold).sum())
+            passed += sum(flt.screen.passes(text, spans, flt.calibration))
         out[name] = {"spans": total, "sent_to_minilm": passed, "share": passed / max(total, 1)}
     return out
 
@@ -156,22 +159,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--benign-prompts", type=int, default=20)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--plain-reps", type=int, default=3, help="reps of the slow MiniLM-only")
+    p.add_argument("--margins", type=float, nargs="+", default=[0.05],
+                   help="screen margins to compare (the first one is timed)")
     args = p.parse_args(argv)
     load_start = [round(x, 2) for x in os.getloadavg()]
     resources = Resources()
-    cascade = build(resources, screen=True)
     plain = build(resources, screen=False)
+    held, benign = held_out(), benign_sets()
+    prompts = [benign_prompt(1500, s) for s in range(args.benign_prompts)]
     result: dict[str, Any] = {
         "started": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "load_avg_start": load_start,
-        "calibration": {n: f.calibration.__dict__ for n, f in cascade.items() if f.calibration},
-        "recall": {k: compare(cascade, plain, v) for k, v in held_out().items()},  # type: ignore[arg-type]
-        "false_positives": {k: compare(cascade, plain, v) for k, v in benign_sets().items()},  # type: ignore[arg-type]
-        "selectivity": selectivity(cascade, [benign_prompt(1500, s) for s in
-                                             range(args.benign_prompts)]),
+        "margins": {},
         "check_ms": {},
     }
-    input_cascade = {"embedding": cascade["embedding"], "classifier": cascade["classifier"]}
+    for margin in args.margins:
+        cascade = build(resources, screen=True, margin=margin)
+        result["margins"][str(margin)] = {
+            "calibration": {n: f.calibration.__dict__ for n, f in cascade.items()
+                            if f.calibration},
+            "recall": {k: compare(cascade, plain, v) for k, v in held.items()},  # type: ignore[arg-type]
+            "false_positives": {k: compare(cascade, plain, v) for k, v in benign.items()},  # type: ignore[arg-type]
+            "selectivity_1500_words": selectivity(cascade, prompts),
+        }
+        summary = result["margins"][str(margin)]
+        print(f"margin {margin}:", json.dumps(summary["selectivity_1500_words"]))
+        for group in ("recall", "false_positives"):
+            for name, res in summary[group].items():
+                print(" ", group, name, {k: {kk: vv if kk != "lost" or isinstance(vv, int)
+                                             else len(vv) for kk, vv in v.items()}
+                                         for k, v in res.items()}, flush=True)
+    timed = build(resources, screen=True, margin=args.margins[0])
+    input_cascade = {"embedding": timed["embedding"], "classifier": timed["classifier"]}
     input_plain = {"embedding": plain["embedding"], "classifier": plain["classifier"]}
     for words in (200, 1500, 4000):
         result["check_ms"][f"{words}_words"] = {
@@ -182,11 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("calibration", "selectivity")}, indent=2))
-    for group in ("recall", "false_positives"):
-        for name, res in result[group].items():
-            print(group, name, {k: {kk: vv if kk != "lost" or isinstance(vv, int) else len(vv)
-                                    for kk, vv in v.items()} for k, v in res.items()})
     return 0
 
 

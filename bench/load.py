@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,9 @@ class Scenario:
     #: Request i gets its own prompt and (through `seed`, which the mock reads) its own
     #: answer, so filters are measured on text they have not seen, not on cache hits.
     distinct: bool = False
+    #: > 0: the prompt is a retrieval-style benign prompt of this many words (bench.benign),
+    #: another one per request when `distinct`.
+    prompt_words: int = 0
 
     @property
     def path(self) -> str:
@@ -55,6 +59,10 @@ class Scenario:
         payload: dict[str, Any] = {"model": self.model, "max_tokens": self.tokens,
                                    "temperature": 0, "stream": self.stream}
         prompt = self.prompt
+        if self.prompt_words:
+            from bench.benign import benign_prompt
+
+            prompt = benign_prompt(self.prompt_words, seed=index if self.distinct else 0)
         if self.distinct:
             prompt = f"{prompt} Request number {index}."
             payload["seed"] = index
@@ -127,10 +135,18 @@ def summarise(samples: Samples) -> dict[str, Any]:
 
 
 def compare(results: dict[str, dict[str, Any]], baseline: str = "direct") -> None:
-    """Add, to every target, what it adds over the baseline and the ratio to it."""
+    """Add, to every target, what it adds over the baseline and the ratio to it; and, to
+    `gateway-policies`, what it adds over the pass-through `gateway` of the same run (the cost
+    of the filters alone) with that figure's p99 / p50."""
     base = results.get(baseline)
     if base is None:
         return
+    policies, plain = results.get("gateway-policies"), results.get("gateway")
+    if policies and plain and plain.get("latency_ms") and policies.get("latency_ms"):
+        over = {q: policies["latency_ms"][q] - plain["latency_ms"][q]
+                for q in ("p50", "p90", "p99", "mean")}
+        over["p99_over_p50"] = over["p99"] / over["p50"] if over["p50"] > 0 else None
+        policies["added_vs_gateway_ms"] = over
     for name, res in results.items():
         if name == baseline:
             continue
@@ -225,6 +241,7 @@ async def run_scenario(
                      first=1_000_000)
     cpu = {t: f for t, f in (cpu or {}).items() if t in samples}
     cpu_before = {t: f() for t, f in cpu.items()}
+    load_start = os.getloadavg()[0]
     started = time.perf_counter()
     if scenario.concurrency == 1:
         for i in range(scenario.requests):
@@ -253,7 +270,9 @@ async def run_scenario(
         results[t]["cpu_ms_per_request"] = 1000 * (f() - cpu_before[t]) / max(done, 1)
     compare(results)
     progress(f"{scenario.name}: {elapsed:.1f} s")
-    return {"scenario": asdict(scenario), "elapsed_s": elapsed, "targets": results}
+    # The host is shared: the 1-minute load average beside every scenario's figures.
+    return {"scenario": asdict(scenario), "elapsed_s": elapsed, "targets": results,
+            "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)]}
 
 
 async def memory_run(

@@ -36,7 +36,28 @@ TARGETS: tuple[Target, ...] = (
     Target("default policies, streamed output: added p99 per chunk <= 2 ms beyond hold-back",
            "policies-c1-stream32-itl5", "gateway-policies",
            ("added_ms", "chunk_delay_ms", "p99"), 2.0),
+    # Issue 14: filters at production cost, measured over the pass-through gateway of the run.
+    Target("default policies, 200-word prompt: added p50 over pass-through <= 10 ms",
+           "policies-c1-prompt200w", "gateway-policies", ("added_vs_gateway_ms", "p50"), 10.0),
+    Target("default policies, 1,500-word prompt: added p50 over pass-through <= 30 ms",
+           "policies-c1-prompt1500w", "gateway-policies", ("added_vs_gateway_ms", "p50"), 30.0),
+    Target("default policies, 4,000-word prompt: added p50 over pass-through <= 80 ms",
+           "policies-c1-prompt4000w", "gateway-policies", ("added_vs_gateway_ms", "p50"), 80.0),
+    Target("default policies, 200-word prompt: added p99 <= 2 x added p50",
+           "policies-c1-prompt200w", "gateway-policies",
+           ("added_vs_gateway_ms", "p99_over_p50"), 2.0, unit="x"),
+    Target("default policies, 1,500-word prompt: added p99 <= 2 x added p50",
+           "policies-c1-prompt1500w", "gateway-policies",
+           ("added_vs_gateway_ms", "p99_over_p50"), 2.0, unit="x"),
+    Target("default policies, 4,000-word prompt: added p99 <= 2 x added p50",
+           "policies-c1-prompt4000w", "gateway-policies",
+           ("added_vs_gateway_ms", "p99_over_p50"), 2.0, unit="x"),
+    Target("default policies, 500-token stream: added p99 per chunk <= 1 ms beyond hold-back",
+           "policies-c1-stream500-itl2", "gateway-policies",
+           ("added_ms", "chunk_delay_ms", "p99"), 1.0),
 )
+#: Issue 14: the gateway with the default policies stays under this RSS.
+POLICY_RSS_LIMIT_MIB = 700.0
 
 
 def _dig(data: Any, path: tuple[str, ...]) -> Any:
@@ -67,6 +88,15 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
             "limit": MEMORY_GROWTH_LIMIT_PCT, "higher_is_better": False, "unit": "%",
             "measured": mem["growth_pct"], "met": mem["growth_pct"] <= MEMORY_GROWTH_LIMIT_PCT,
         })
+        if name == "gateway-policies":
+            verdicts.append({
+                "name": f"{name}: RSS <= {POLICY_RSS_LIMIT_MIB:g} MiB after "
+                        f"{mem['requests']:,} requests",
+                "scenario": "memory", "target": name, "metric": ["rss_after_mib"],
+                "limit": POLICY_RSS_LIMIT_MIB, "higher_is_better": False, "unit": "MiB",
+                "measured": mem["rss_after_mib"],
+                "met": mem["rss_after_mib"] <= POLICY_RSS_LIMIT_MIB,
+            })
     return verdicts
 
 
@@ -114,8 +144,10 @@ def markdown(results: dict[str, Any]) -> str:
             delay = r.get("chunk_delay_ms") or {}
             ok = f"{r['completed']}/{r['errors']}" + (f" ({r['filtered']} filtered)"
                                                        if r.get("filtered") else "")
+            load = s.get("load_avg")
+            label = s["scenario"]["name"] + (f" (load {load[0]:g}-{load[1]:g})" if load else "")
             lines.append(
-                f"| {s['scenario']['name']} | {name} | {ok} | {_fmt(lat.get('p50'))} | "
+                f"| {label} | {name} | {ok} | {_fmt(lat.get('p50'))} | "
                 f"{_fmt(lat.get('p99'))} | {_fmt(added.get('p50'))} | {_fmt(added.get('p99'))} | "
                 f"{_fmt(ttft.get('p50'))} | "
                 f"{_fmt(gaps.get('p50'), 3)}/{_fmt(gaps.get('p99'), 3)} | "

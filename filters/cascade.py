@@ -32,7 +32,7 @@ import numpy as np
 
 log = logging.getLogger("lethe.filters")
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 #: Neutral filler the paraphrase windows are made of (no shared topic with any policy).
 _FILLER_TEXT = (
     "The committee met on a Tuesday morning to review the quarterly figures and the plan for "
@@ -49,23 +49,43 @@ _CHUNK = 512
 MAX_SOURCES = 200
 
 
+#: Span lengths (known static tokens) at which the screen threshold changes: a short span's
+#: static vector is noisier (a 6-word fragment of an exemplar can score 0.27 where MiniLM
+#: gives 0.68), so each length band has its own threshold.
+BANDS = (12, 24)
+
+
+def band(tokens: int) -> int:
+    return sum(tokens > edge for edge in BANDS)
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """How a filter's screen threshold was set (logged and kept on the filter)."""
+    """How a filter's screen thresholds were set (logged and kept on the filter): one per
+    span length band (`BANDS`), each the lowest static score of the calibration texts of that
+    band (or of any shorter one) that MiniLM flags, less `margin`."""
 
-    threshold: float
+    thresholds: tuple[float, ...]
     texts: int  # calibration texts judged
-    flagged: int  # of them, flagged by the MiniLM-only filter (leave-one-out)
-    lowest_flagged: float | None  # lowest static score among the flagged texts
+    flagged: tuple[int, ...]  # per band, flagged by the MiniLM-only filter (leave-one-out)
+    lowest_flagged: tuple[float | None, ...]  # per band
     margin: float
     cached: bool = False
 
+    @property
+    def threshold(self) -> float:
+        return min(self.thresholds)
+
     def describe(self) -> str:
-        low = "none" if self.lowest_flagged is None else f"{self.lowest_flagged:.3f}"
+        bands = [f"<= {e}" for e in BANDS] + [f"> {BANDS[-1]}"]
+        parts = [
+            f"{b} tokens {t:.3f} ({n} flagged, lowest {'none' if lo is None else f'{lo:.3f}'})"
+            for b, t, n, lo in zip(bands, self.thresholds, self.flagged, self.lowest_flagged,
+                                   strict=True)
+        ]
         return (
-            f"screen threshold {self.threshold:.3f} (lowest static score of the {self.flagged} "
-            f"of {self.texts} calibration texts MiniLM flags: {low}, less {self.margin:g})"
-            + (" [cached]" if self.cached else "")
+            f"screen thresholds {'; '.join(parts)}, from {self.texts} calibration texts, "
+            f"margin {self.margin:g}" + (" [cached]" if self.cached else "")
         )
 
 
@@ -89,24 +109,34 @@ class StaticScreen:
                 out[k] = w / norm
         return out
 
-    def scores(self, text: str, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    def scores(self, text: str, spans: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         """Best static cosine to a positive for each span of `text`, one matrix-vector product
-        per span (so a span's score does not depend on the other spans of the call)."""
-        vecs = self._project(self.static.span_vectors(text, list(spans)))
+        per span (so a span's score does not depend on the other spans of the call), and each
+        span's length band."""
+        raw, counts = self.static.span_vectors_counted(text, list(spans))
+        vecs = self._project(raw)
         out = np.empty(len(spans), dtype=np.float64)
         for k in range(len(spans)):
             out[k] = (self.vectors @ vecs[k]).max() if len(self.vectors) else -1.0
-        return out
+        return out, np.asarray([band(int(c)) for c in counts], dtype=np.int64)
 
-    def scores_leaving_out(self, texts: Sequence[str], leave_out: Sequence[int]) -> np.ndarray:
+    def passes(self, text: str, spans: Sequence[tuple[int, int]], cal: Calibration) -> list[bool]:
+        scores, bands = self.scores(text, spans)
+        return [s >= cal.thresholds[b] for s, b in zip(scores.tolist(), bands.tolist(),
+                                                        strict=True)]
+
+    def scores_leaving_out(
+        self, texts: Sequence[str], leave_out: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Best static cosine of each text to the positives other than `leave_out[i]`
-        (-1: leave none out)."""
-        sims = self._project(self.static.encode(list(texts))) @ self.vectors.T
+        (-1: leave none out), and each text's length band."""
+        raw, counts = self.static.encode_counted(list(texts))
+        sims = self._project(raw) @ self.vectors.T
         rows = np.arange(len(texts))
         mask = np.asarray(leave_out) >= 0
         sims[rows[mask], np.asarray(leave_out)[mask]] = -np.inf
         best: np.ndarray = sims.max(axis=1) if sims.shape[1] else np.full(len(texts), -1.0)
-        return best
+        return best, np.asarray([band(int(c)) for c in counts], dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -134,6 +164,14 @@ def calibration_set(
         texts += made
         pos += [p] * len(made)
         neg += [q] * len(made)
+        # Fragments of a policy text (a prompt that starts a passage for the model to go on):
+        # judged against every positive, their source included, as the filter judges them.
+        ws = sentence.split()
+        for k in sorted({4, 6, 8, len(ws) // 2} - {0}):
+            if k < len(ws):
+                texts += [" ".join(ws[:k]), " ".join(ws[-k:])]
+                pos += [-1, -1]
+                neg += [-1, -1]
     return CalibrationSet(texts, pos, neg)
 
 
@@ -168,21 +206,29 @@ def calibrate(
     path = _cache_path(cache_key) if cache_key is not None else None
     if path is not None:
         try:
-            return Calibration(**{**json.loads(path.read_text()), "cached": True})
-        except (OSError, ValueError, TypeError):
+            saved = json.loads(path.read_text())
+            return Calibration(
+                tuple(saved["thresholds"]), saved["texts"], tuple(saved["flagged"]),
+                tuple(saved["lowest_flagged"]), saved["margin"], cached=True,
+            )
+        except (OSError, ValueError, TypeError, KeyError):
             pass
-    static = np.concatenate(
-        [
-            screen.scores_leaving_out(cal.texts[i : i + _CHUNK], cal.pos[i : i + _CHUNK])
-            for i in range(0, len(cal.texts), _CHUNK)
-        ]
-    ) if cal.texts else np.zeros(0, dtype=np.float32)
+    parts = [screen.scores_leaving_out(cal.texts[i : i + _CHUNK], cal.pos[i : i + _CHUNK])
+             for i in range(0, len(cal.texts), _CHUNK)]
+    static = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+    bands = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
     flags = np.asarray(model_flags(cal), dtype=bool)
-    lowest = float(static[flags].min()) if flags.any() else None
-    # Nothing flagged: no evidence for any threshold, so the screen lets every span through.
-    threshold = -1.0 if lowest is None else lowest - margin
-    result = Calibration(round(threshold, 6), len(cal.texts), int(flags.sum()),
-                         None if lowest is None else round(lowest, 6), margin)
+    thresholds, counts, lows = [], [], []
+    for b in range(len(BANDS) + 1):
+        here = flags & (bands == b)
+        lows.append(round(float(static[here].min()), 6) if here.any() else None)
+        counts.append(int(here.sum()))
+        # A band's threshold also covers every longer band's flagged texts: a long span that
+        # MiniLM flags with a low static score says nothing good about shorter ones.
+        within = flags & (bands >= b)
+        # Nothing flagged: no evidence for any threshold, so the screen lets every span through.
+        thresholds.append(round(float(static[within].min()) - margin, 6) if within.any() else -1.0)
+    result = Calibration(tuple(thresholds), len(cal.texts), tuple(counts), tuple(lows), margin)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -129,20 +129,33 @@ class StaticEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         """L2-normalised float32 mean vectors, one row per text (zeros for a text with no
         known token)."""
+        return self.encode_counted(texts)[0]
+
+    def encode_counted(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`encode`, and each text's number of known tokens."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        counts = np.zeros(len(texts), dtype=np.int64)
         for i, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=False)):
             ids = np.asarray(enc.ids, dtype=np.int64)
             ids = ids[ids != self.unk_id]
+            counts[i] = len(ids)
             if len(ids):
                 out[i] = _unit(self.table[ids].astype(np.float64).sum(axis=0))
-        return out
+        return out, counts
 
     # -- spans of one text -------------------------------------------------------------------
     def span_vectors(self, text: str, spans: list[tuple[int, int]]) -> np.ndarray:
         """Unit float32 vectors of `text[a:b]` for each span, equal to `encode([text[a:b]])`."""
+        return self.span_vectors_counted(text, spans)[0]
+
+    def span_vectors_counted(
+        self, text: str, spans: list[tuple[int, int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`span_vectors`, and each span's number of known tokens (`encode_counted`)."""
         out = np.zeros((len(spans), self.dim), dtype=np.float32)
+        tally = np.zeros(len(spans), dtype=np.int64)
         if not spans:
-            return out
+            return out, tally
         lo = min(a for a, _ in spans)
         hi = max(b for _, b in spans)
         st = self._stretch(text, lo, hi)
@@ -169,11 +182,13 @@ class StaticEncoder:
             for k in good:
                 i, j = int(firsts[k]), int(lasts[k])
                 count = st.counts[j] - st.counts[i]
+                tally[k] = count
                 if count:
                     out[k] = _unit((prefix[at[j]] - prefix[at[i]]) / count)
         if alone:
-            out[alone] = self.encode([text[spans[k][0] : spans[k][1]] for k in alone])
-        return out
+            vecs, counts = self.encode_counted([text[spans[k][0] : spans[k][1]] for k in alone])
+            out[alone], tally[alone] = vecs, counts
+        return out, tally
 
     def _stretch(self, text: str, lo: int, hi: int) -> _Stretch:
         key = (text, lo, hi)

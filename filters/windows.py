@@ -182,9 +182,8 @@ class WindowedFilter(Filter):
             return ALLOW
         todo = spans
         if self.screen is not None and self.calibration is not None:
-            bar = self.calibration.threshold
-            static = self.screen.scores(text, spans).tolist()
-            todo = [span for span, x in zip(spans, static, strict=True) if x >= bar]
+            passes = self.screen.passes(text, spans, self.calibration)
+            todo = [span for span, ok in zip(spans, passes, strict=True) if ok]
         # Spans the screen lets pass get the model's verdict; the others are allowed (score 0).
         scores: list[Verdict] = []
         for i in range(0, len(todo), BATCH):

@@ -51,7 +51,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _policies_check(args: argparse.Namespace) -> int:
-    from gateway.policy import check_command
+    from gateway.policy.loading import check_command
 
     return check_command(args.directory, allow_empty=args.allow_empty)
 

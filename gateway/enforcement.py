@@ -1,4 +1,5 @@
-"""Applying a loaded policy set to one request: input screening, request patch, output guards.
+"""Applying the live policies to one request: which the engine enforces (routing), input
+screening, request patch, output guards.
 
 The gateway knows filters only through filters.base: check(), open_stream(), patch_request().
 """
@@ -10,135 +11,28 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-import filters
 from decoding import POLICIES_ARG
-from filters import Action, Filter, FilterResult, PolicyData, Span, StreamScanner
+from filters import Action, FilterResult, Span, StreamScanner
 from filters.base import held_size, run_steps
 from gateway import limits, request_text
 from gateway.audit import AuditLog, Decision
 from gateway.decode import wants_decode
 from gateway.errors import content_filter_error
 from gateway.filter_pool import BudgetExceeded
-from gateway.policy import (
-    PolicyError,
-    PolicyFile,
-    PolicySpec,
-    filter_options_error,
-    set_digest,
-)
+from gateway.policy.loading import BoundFilter, LoadedPolicy, PolicySet, PolicyTree
 from gateway.request_text import REDACTED
-from gateway.stages import ChoiceGuard, Release, RequestContext
+from gateway.stages import (
+    PASS_THROUGH,
+    ChoiceGuard,
+    PolicyStages,
+    Refusal,
+    Release,
+    RequestContext,
+)
 
 log = logging.getLogger("lethe")
-
-
-
-@dataclass(frozen=True)
-class BoundFilter:
-    type: str
-    filter: Filter
-    stages: frozenset[str]
-    action: str
-
-
-@dataclass(frozen=True)
-class LoadedPolicy:
-    spec: PolicySpec
-    path: Path
-    filters: tuple[BoundFilter, ...]
-
-    def for_stage(self, stage: str) -> list[BoundFilter]:
-        return [b for b in self.filters if stage in b.stages]
-
-
-@dataclass(frozen=True)
-class PolicySet:
-    policies: tuple[LoadedPolicy, ...]
-    digest: str
-
-    @property
-    def names(self) -> list[str]:
-        return [p.spec.name for p in self.policies]
-
-
-class Refusal(Exception):
-    """The input stage refused with an operator message: answered as a normal completion."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def _read_lines(base: Path, name: str | None) -> list[str]:
-    if not name:
-        return []
-    path = (base / name).resolve()
-    try:
-        return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except OSError as exc:
-        raise PolicyError(f"{base}: data file {name}: {exc.strerror}") from exc
-
-
-def policy_data(pf: PolicyFile) -> PolicyData:
-    spec, base = pf.spec, pf.path.parent
-    corpus = ""
-    if spec.data.corpus_file:
-        try:
-            corpus = (base / spec.data.corpus_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PolicyError(
-                f"{pf.path}: field data.corpus_file: {spec.data.corpus_file}: {exc.strerror}"
-            ) from exc
-    pii = spec.data.pii.model_dump(exclude_none=True) if spec.data.pii else None
-    return PolicyData(
-        name=spec.name,
-        exemplars=tuple(spec.data.exemplars + _read_lines(base, spec.data.exemplars_file)),
-        corpus=corpus,
-        literals=tuple(spec.data.literals),
-        pii=pii,
-        near_misses=tuple(spec.data.near_misses + _read_lines(base, spec.data.near_misses_file)),
-        base_dir=base,
-    )
-
-
-def build_policy_set(
-    files: list[PolicyFile], resources: Any, *, max_holdback_chars: int
-) -> PolicySet:
-    loaded = []
-    for pf in files:
-        data = policy_data(pf)
-        bound = []
-        for i, fs in enumerate(pf.spec.filters):
-            where = f"{pf.path}: field filters.{i}"
-            try:
-                cls = filters.get(fs.type)
-            except KeyError as exc:
-                raise PolicyError(f"{where}.type: {exc.args[0]}") from exc
-            try:
-                options = cls.Options.model_validate(fs.options())
-            except ValidationError as exc:
-                raise filter_options_error(pf, i, exc) from exc
-            try:
-                flt = cls.from_policy(data, resources, options)
-            except PolicyError:
-                raise
-            except Exception as exc:
-                raise PolicyError(f"{where} ({fs.type}): cannot build: {exc}") from exc
-            holdback = pf.spec.stream.holdback_chars or max_holdback_chars
-            if flt.holdback_chars() > holdback:
-                raise PolicyError(
-                    f"{where} ({fs.type}): needs {flt.holdback_chars()} characters of hold-back, "
-                    f"more than the {holdback} allowed"
-                )
-            stages = frozenset(fs.stages or pf.spec.stages) & frozenset(pf.spec.stages)
-            bound.append(BoundFilter(fs.type, flt, stages, fs.action or pf.spec.action))
-        loaded.append(LoadedPolicy(pf.spec, pf.path, tuple(bound)))
-    return PolicySet(tuple(loaded), set_digest(files))
 
 
 @dataclass
@@ -158,21 +52,83 @@ class Env:
     decode_for: Callable[[str], str | None] = lambda name: None
 
 
-def _effective_action(bound_action: str, result: FilterResult) -> str:
-    if bound_action == "redact":
-        return "redact" if result.action is Action.REDACT and result.spans else "block"
-    return bound_action
+def activate(tree: PolicyTree, env: Env) -> PolicyStages:
+    """The policy stages of a loaded tree: global policies for everyone, plus a tenant's own."""
+    if not tree.global_set.policies and not tree.tenants:
+        return PASS_THROUGH
+    return _TenantAware(tree, env)
+
+
+class _TenantAware:
+    def __init__(self, tree: PolicyTree, env: Env) -> None:
+        self._default = ActivePolicies([tree.global_set], env)
+        self._tenants = {
+            t: ActivePolicies([tree.global_set, s], env) for t, s in tree.tenants.items()
+        }
+
+    def begin(self, ctx: RequestContext) -> RequestEnforcement:
+        return self._tenants.get(ctx.tenant, self._default).begin(ctx)
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Who enforces each policy on one request: the engine (a LoRA adapter, the decoding
+    processor) or the gateway's filters."""
+
+    #: The policies the gateway's filters enforce.
+    suppressing: tuple[LoadedPolicy, ...]
+    #: "name@digest" of the policies the engine's decoding processor enforces (gateway.decode).
+    decoding: tuple[str, ...] = ()
+    #: The LoRA adapter to send the request to instead of the requested model.
+    adapter: str | None = None
+
+
+def route(policies: list[LoadedPolicy], env: Env) -> Routing:
+    """Modes: suppress filters; decode and unlearn hand a policy to the engine when it can
+    enforce it, and both do both. An engine that cannot (no processor, another index version,
+    no loaded adapter) leaves the policy to its filters: fail closed."""
+    suppressing: list[LoadedPolicy] = []
+    decoding: list[str] = []
+    adapter: str | None = None
+    for policy in policies:
+        mode = policy.spec.mode
+        if mode == "off":
+            continue
+        if mode in ("decode", "both") and wants_decode(policy.spec):
+            tagged = env.decode_for(policy.spec.name)
+            if tagged is not None:
+                decoding.append(tagged)
+                if mode == "decode":
+                    continue
+            elif mode == "decode":
+                env.metrics.decode_fallbacks.labels(policy=policy.spec.name).inc()
+        if mode in ("unlearn", "both") and adapter is None:
+            # One adapter per request: the first policy's that is loaded.
+            adapter = env.adapter_for(policy.spec.name)
+            if adapter is not None and mode == "unlearn":
+                continue
+        suppressing.append(policy)
+    return Routing(tuple(suppressing), tuple(decoding), adapter)
 
 
 class ActivePolicies:
     """A policy set bound to the running gateway; `begin` starts one request's enforcement."""
 
     def __init__(self, sets: list[PolicySet], env: Env) -> None:
-        self.sets = sets
+        self.policies = [p for s in sets for p in s.policies]
         self.env = env
 
     def begin(self, ctx: RequestContext) -> RequestEnforcement:
-        return RequestEnforcement(ctx, [p for s in self.sets for p in s.policies], self.env)
+        routing = route(self.policies, self.env)
+        if routing.adapter is not None:
+            ctx.upstream_model = routing.adapter
+        return RequestEnforcement(ctx, routing, self.env)
+
+
+def _effective_action(bound_action: str, result: FilterResult) -> str:
+    if bound_action == "redact":
+        return "redact" if result.action is Action.REDACT and result.spans else "block"
+    return bound_action
 
 
 @dataclass
@@ -184,33 +140,11 @@ class _Hit:
 
 
 class RequestEnforcement:
-    def __init__(self, ctx: RequestContext, policies: list[LoadedPolicy], env: Env) -> None:
+    def __init__(self, ctx: RequestContext, routing: Routing, env: Env) -> None:
         self.ctx = ctx
         self.env = env
-        self.suppressing: list[LoadedPolicy] = []
-        #: "name@digest" of the policies the engine enforces while decoding (gateway.decode).
-        self.decoding: list[str] = []
-        for policy in policies:
-            mode = policy.spec.mode
-            if mode == "off":
-                continue
-            if mode in ("decode", "both") and wants_decode(policy.spec):
-                tagged = env.decode_for(policy.spec.name)
-                if tagged is not None:
-                    self.decoding.append(tagged)
-                    if mode == "decode":
-                        continue
-                elif mode == "decode":
-                    # No processor or another version in the engine: fail closed, filter.
-                    env.metrics.decode_fallbacks.labels(policy=policy.spec.name).inc()
-            if mode in ("unlearn", "both") and ctx.upstream_model is None:
-                adapter = env.adapter_for(policy.spec.name)
-                if adapter is not None:
-                    ctx.upstream_model = adapter
-                    if mode == "unlearn":
-                        continue
-            # suppress, both, and unlearn without a usable adapter (fail closed) all filter.
-            self.suppressing.append(policy)
+        self.suppressing = list(routing.suppressing)
+        self.decoding = list(routing.decoding)
         self._output = [(p, b) for p in self.suppressing for b in p.for_stage("output")]
 
     @property

@@ -11,11 +11,10 @@ from starlette.responses import Response
 
 from gateway import limits
 from gateway import response_shape as shape
-from gateway.enforcement import Refusal
 from gateway.errors import generic_upstream_error, json_response
 from gateway.response_shape import Frame, Malformed
 from gateway.scope import RelayResponse, RequestScope
-from gateway.stages import UPSTREAM_PATHS, RequestContext, RequestStages
+from gateway.stages import UPSTREAM_PATHS, Refusal, RequestContext, RequestStages
 from gateway.streaming import DONE, StreamOutcome, relay, sse_event
 from gateway.upstream import Upstream, UpstreamError
 

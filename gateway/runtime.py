@@ -6,20 +6,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from gateway.adapters import AdapterCollector, AdapterError, AdapterRegistry, AdapterStore
+from gateway.audit import AuditLog
 from gateway.auth import KeyStore
 from gateway.decode import EngineDecoding, wants_decode
+from gateway.enforcement import Env, activate
 from gateway.engine_pool import EnginePool, upstream_api_key
 from gateway.errors import GatewayError
 from gateway.filter_pool import FilterPool
 from gateway.metrics import Metrics, bounded_model
 from gateway.metrics_port import serve_metrics
 from gateway.pipeline import Pipeline
-from gateway.policy_store import PolicyStore
-from gateway.runtime_resources import cache_root
+from gateway.policy.loading import load_tree
+from gateway.policy.store import PolicyStore
+from gateway.runtime_resources import cache_root, resources_from_settings
 from gateway.scope import RequestScope
 from gateway.settings import Settings
 from gateway.stages import RequestContext
@@ -59,8 +63,6 @@ class Runtime:
             work_budget_s=settings.filter_timeout_s,
             wait_budget_s=settings.filter_queue_timeout_s,
         )
-        self.policies = PolicyStore(settings, self)
-        self.pipeline = Pipeline(self.upstream)
         # Adapters go to every engine replica; completions keep using the upstream (Service).
         self.engines = EnginePool(settings, self.upstream, engine_key)
         self.adapters = AdapterRegistry(
@@ -73,6 +75,27 @@ class Runtime:
         self.metrics.registry.register(AdapterCollector(self.adapters))
         self._adapter_watcher: asyncio.Task[None] | None = None
         self.decoding = EngineDecoding(settings.engine_decode == "auto", self.metrics)
+        self.resources = resources_from_settings(settings)
+        env = Env(
+            metrics=self.metrics,
+            audit=AuditLog(settings.audit_log, settings.audit_key),
+            run_blocking=self.pool.run,
+            filter_timeout_s=settings.filter_timeout_s,
+            max_holdback_chars=settings.max_holdback_chars,
+            max_holdback_raw_chars=settings.max_holdback_raw_chars,
+            adapter_for=self.adapters.adapter_for,
+            decode_for=self.decoding.tagged_for,
+        )
+        self.policies = PolicyStore(
+            settings,
+            self.metrics,
+            build=partial(
+                load_tree, resources=self.resources, max_holdback_chars=settings.max_holdback_chars
+            ),
+            activate=partial(activate, env=env),
+            on_loaded=self.on_policies_loaded,
+        )
+        self.pipeline = Pipeline(self.upstream)
         self.draining = False
         self._models_cache: tuple[float, dict[str, Any]] | None = None
         self._stop_metrics_port: Callable[[], None] | None = None
@@ -179,18 +202,6 @@ class Runtime:
         stages = self.policies.stages().begin(ctx)
         return RequestScope(ctx, stages, self.metrics, self.model_label(ctx.requested_model))
 
-    async def run_blocking(self, fn: Any, *args: Any, **turns: Any) -> Any:
-        """`fn(*args)` in the fair filter pool; `turns`: lane and budgets (FilterPool.run)."""
-        return await self.pool.run(fn, *args, **turns)
-
-    def adapter_for(self, policy: str) -> str | None:
-        """The upstream LoRA name serving `policy`, or None when none is loaded (fail closed)."""
-        return self.adapters.adapter_for(policy)
-
-    def decode_for(self, policy: str) -> str | None:
-        """`name@digest` when the engine's decoding processor enforces `policy`, else None."""
-        return self.decoding.tagged_for(policy)
-
     async def served_model(self) -> str:
         """The engine's base model name: the first served model, else the first it lists."""
         if self.settings.served_models:
@@ -199,13 +210,10 @@ class Runtime:
         return str(listed[0]["id"]) if listed else ""
 
     async def probe_decoding(self) -> None:
-        model = self.settings.served_models[0] if self.settings.served_models else ""
-        if not model:
-            try:
-                listed = (await self.list_models())["data"]
-                model = str(listed[0]["id"]) if listed else ""
-            except (UpstreamError, KeyError, TypeError):
-                model = ""
+        try:
+            model = await self.served_model()
+        except (UpstreamError, KeyError, TypeError):
+            model = ""
         await self.decoding.probe(self.upstream, model)
 
     def unlearning_status(self, spec: Any) -> str:
@@ -236,7 +244,7 @@ class Runtime:
         the decoding processor when policies ask for it (gateway.decode). Check the tokenizer
         against the engine's when a policy uses it (gateway.tokenizer_check)."""
         await self.tokenizer_gate.check(
-            self.upstream, store.resources, self.served_model, at_start=not self._started
+            self.upstream, self.resources, self.served_model, at_start=not self._started
         )
         decode = [(p.spec.name, p.path) for _, p in store.all_policies() if wants_decode(p.spec)]
         await asyncio.to_thread(self.decoding.expect, decode)

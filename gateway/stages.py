@@ -24,6 +24,14 @@ class RequestContext:
     upstream_model: str | None = None
 
 
+class Refusal(Exception):
+    """The input stage refused with an operator message: answered as a normal completion."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 @dataclass(frozen=True)
 class Release:
     """What a choice guard lets out after one step."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -221,46 +220,3 @@ def set_digest(files: list[PolicyFile]) -> str:
     for pf in files:
         h.update(pf.spec.name.encode() + b"\0" + pf.digest.encode())
     return h.hexdigest()[:16]
-
-
-def check_command(directory: str, *, allow_empty: bool = False) -> int:
-    """`lethe policies check DIR`: validate every file and build its filters as the gateway
-    would, reporting every bad file (not only the first); exit 1 if any is bad, or if the
-    directory holds no policy file at all (a typo in a path must not pass) unless allowed."""
-    from gateway.enforcement import build_policy_set
-    from gateway.runtime_resources import resources_from_settings
-    from gateway.settings import Settings
-
-    settings = Settings()
-    try:
-        paths = policy_files(Path(directory))
-    except PolicyError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if not paths:
-        print(f"{directory}: no policy files (*.yaml, *.yml)", file=sys.stderr)
-        return 0 if allow_empty else 1
-    resources = resources_from_settings(settings)
-    seen: dict[str, Path] = {}
-    good, bad = 0, 0
-    for path in paths:
-        try:
-            pf = load_policy_file(path)
-            if pf.spec.name in seen:
-                raise PolicyError(
-                    f"{pf.where(('name',))}: policy {pf.spec.name!r} already defined in "
-                    f"{seen[pf.spec.name]}"
-                )
-            seen[pf.spec.name] = path
-            policy = build_policy_set(
-                [pf], resources, max_holdback_chars=settings.max_holdback_chars
-            ).policies[0]
-        except PolicyError as exc:
-            print(exc, file=sys.stderr)
-            bad += 1
-            continue
-        good += 1
-        filters = ", ".join(b.type for b in policy.filters)
-        print(f"ok  {policy.spec.name:<20} mode={policy.spec.mode:<8} filters: {filters}")
-    print(f"{good} policies valid, {bad} invalid")
-    return 1 if bad else 0

@@ -1,26 +1,25 @@
 """The live policy set: loaded at start-up (or the gateway refuses to start), hot-reloaded by
-validate-then-swap, global policies plus per-tenant additions."""
+validate-then-swap, global policies plus per-tenant additions.
+
+The store knows neither the runtime nor the enforcement: it is given how to build a policy
+tree from a directory, how to make it enforceable, and what to do once one is live.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gateway.audit import AuditLog
-from gateway.enforcement import ActivePolicies, Env, PolicySet, build_policy_set
-from gateway.policy import PolicyError, load_directory
-from gateway.runtime_resources import resources_from_settings
+from gateway.metrics import Metrics
+from gateway.policy.loading import EMPTY, LoadedPolicy, PolicySet, PolicyTree
+from gateway.policy.models import PolicyError
 from gateway.settings import Settings
 from gateway.stages import PASS_THROUGH, PolicyStages
 
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
-
 log = logging.getLogger("lethe")
-
-TENANTS_DIR = "tenants"
 
 
 def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -36,13 +35,24 @@ def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 class PolicyStore:
-    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        build: Callable[[Path], PolicyTree],
+        activate: Callable[[PolicyTree], PolicyStages],
+        on_loaded: Callable[[PolicyStore], Awaitable[None]],
+    ) -> None:
+        """`build` loads a directory (in a thread: it reads files and builds models),
+        `activate` makes a tree enforceable, `on_loaded` runs after each swap (adapters,
+        decoding probe, tokenizer check)."""
         self.settings = settings
-        self.runtime = runtime
-        self.resources = resources_from_settings(settings)
-        self.audit = AuditLog(settings.audit_log, settings.audit_key)
-        self.global_set = PolicySet((), "empty")
-        self.tenant_sets: dict[str, PolicySet] = {}
+        self.metrics = metrics
+        self._build = build
+        self._activate = activate
+        self._on_loaded = on_loaded
+        self.tree = EMPTY
         self.loaded = False
         self.reload_failures = 0
         self.last_error: str | None = None
@@ -51,67 +61,33 @@ class PolicyStore:
         self._watcher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
-    def env(self) -> Env:
-        runtime = self.runtime
-        return Env(
-            metrics=runtime.metrics,
-            audit=self.audit,
-            run_blocking=runtime.run_blocking,
-            filter_timeout_s=self.settings.filter_timeout_s,
-            max_holdback_chars=self.settings.max_holdback_chars,
-            max_holdback_raw_chars=self.settings.max_holdback_raw_chars,
-            adapter_for=runtime.adapter_for,
-            decode_for=runtime.decode_for,
-        )
+    @property
+    def global_set(self) -> PolicySet:
+        return self.tree.global_set
 
     def stages(self) -> PolicyStages:
         return self._active
 
-    def _build(self, directory: Path) -> tuple[PolicySet, dict[str, PolicySet]]:
-        holdback = self.settings.max_holdback_chars
-        global_set = build_policy_set(
-            load_directory(directory), self.resources, max_holdback_chars=holdback
-        )
-        tenants: dict[str, PolicySet] = {}
-        tenant_root = directory / TENANTS_DIR
-        if tenant_root.is_dir():
-            for tenant_dir in sorted(p for p in tenant_root.iterdir() if p.is_dir()):
-                tenant_set = build_policy_set(
-                    load_directory(tenant_dir), self.resources, max_holdback_chars=holdback
-                )
-                clash = set(tenant_set.names) & set(global_set.names)
-                if clash:
-                    raise PolicyError(
-                        f"{tenant_dir}: tenant policies cannot replace global ones: "
-                        f"{', '.join(sorted(clash))}"
-                    )
-                tenants[tenant_dir.name] = tenant_set
-        return global_set, tenants
-
-    def _swap(self, global_set: PolicySet, tenants: dict[str, PolicySet]) -> None:
-        self.global_set, self.tenant_sets = global_set, tenants
-        if global_set.policies or tenants:
-            self._active = _TenantAware(global_set, tenants, self.env())
-        else:
-            self._active = PASS_THROUGH
-        count = len(global_set.policies) + sum(len(t.policies) for t in tenants.values())
-        self.runtime.metrics.set_policy_set(global_set.digest, count)
+    def _swap(self, tree: PolicyTree) -> None:
+        self.tree = tree
+        self._active = self._activate(tree)
+        self.metrics.set_policy_set(tree.global_set.digest, len(tree.all_policies()))
         self.loaded = True
 
     async def load_initial(self) -> None:
         directory = self.settings.policies
         if directory is None:
-            self._swap(PolicySet((), "empty"), {})
+            self._swap(EMPTY)
             return
         self._fingerprint = _fingerprint(directory)
-        global_set, tenants = await asyncio.to_thread(self._build, directory)
-        self._swap(global_set, tenants)
-        await self.runtime.on_policies_loaded(self)
+        tree = await asyncio.to_thread(self._build, directory)
+        self._swap(tree)
+        await self._on_loaded(self)
         log.info(
             "loaded %d policies from %s (set %s)",
-            len(global_set.policies),
+            len(tree.global_set.policies),
             directory,
-            global_set.digest,
+            tree.global_set.digest,
         )
         if self.settings.reload_interval_s > 0:
             self._watcher = asyncio.create_task(self._watch(directory))
@@ -123,19 +99,19 @@ class PolicyStore:
         async with self._lock:
             self._fingerprint = _fingerprint(directory)
             try:
-                global_set, tenants = await asyncio.to_thread(self._build, directory)
+                tree = await asyncio.to_thread(self._build, directory)
             except (PolicyError, OSError) as exc:
                 self.reload_failures += 1
                 self.last_error = str(exc)
-                self.runtime.metrics.reload(False)
+                self.metrics.reload(False)
                 log.error("policy reload failed, keeping set %s: %s", self.global_set.digest, exc)
                 return False, str(exc)
-            self._swap(global_set, tenants)
+            self._swap(tree)
             self.last_error = None
-            self.runtime.metrics.reload(True)
-            await self.runtime.on_policies_loaded(self)
-            log.info("policies reloaded: set %s", global_set.digest)
-            return True, global_set.digest
+            self.metrics.reload(True)
+            await self._on_loaded(self)
+            log.info("policies reloaded: set %s", tree.global_set.digest)
+            return True, tree.global_set.digest
 
     async def _watch(self, directory: Path) -> None:
         while True:
@@ -151,10 +127,8 @@ class PolicyStore:
         if self._watcher is not None:
             self._watcher.cancel()
 
-    def all_policies(self) -> list[tuple[str, Any]]:
-        rows = [("*", p) for p in self.global_set.policies]
-        rows += [(t, p) for t, s in self.tenant_sets.items() for p in s.policies]
-        return rows
+    def all_policies(self) -> list[tuple[str, LoadedPolicy]]:
+        return self.tree.all_policies()
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -162,14 +136,3 @@ class PolicyStore:
             "count": len(self.all_policies()),
             "reload_failures": self.reload_failures,
         }
-
-
-class _TenantAware:
-    """Global policies for everyone; a tenant's own set only ever adds to them."""
-
-    def __init__(self, global_set: PolicySet, tenants: dict[str, PolicySet], env: Env) -> None:
-        self._default = ActivePolicies([global_set], env)
-        self._tenants = {t: ActivePolicies([global_set, s], env) for t, s in tenants.items()}
-
-    def begin(self, ctx: Any) -> Any:
-        return self._tenants.get(ctx.tenant, self._default).begin(ctx)

@@ -27,8 +27,8 @@ from filters.encoder import Encoder
 from filters.normalize import words
 from filters.resources import Resources
 from filters.windows import Verdict, WindowedFilter, WindowOptions
-from gateway.enforcement import LoadedPolicy, build_policy_set
 from gateway.policy import load_directory
+from gateway.policy.loading import LoadedPolicy, build_policy_set
 from tests.filters.conftest import DATA, lines
 from tests.gateway.guard_harness import Harness, output_only
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gateway.audit import AuditLog
-from gateway.enforcement import BoundFilter, Env, LoadedPolicy, RequestEnforcement
+from gateway.enforcement import Env, RequestEnforcement, Routing
 from gateway.filter_pool import FilterPool
 from gateway.metrics import Metrics
+from gateway.policy.loading import BoundFilter, LoadedPolicy
 from gateway.stages import RequestContext
 
 
@@ -47,7 +48,8 @@ class Harness:
         )
 
     def request(self) -> RequestEnforcement:
-        return RequestEnforcement(RequestContext("harness", "chat"), self.policies, self.env)
+        routing = Routing(suppressing=tuple(self.policies))
+        return RequestEnforcement(RequestContext("harness", "chat"), routing, self.env)
 
     def whole(self, text: str) -> Outcome:
         release = asyncio.run(self.request().check_output(text))

@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from filters.base import ALLOW, Filter, FilterResult, PolicyData, ScanResult, StreamScanner
-from gateway.enforcement import BoundFilter, LoadedPolicy
 from gateway.policy import PolicySpec
+from gateway.policy.loading import BoundFilter, LoadedPolicy
 from tests.conftest import POLICIES
 from tests.fakes.upstream import FakeUpstream, script
 from tests.gateway.guard_harness import Harness

@@ -60,6 +60,10 @@ class ArmConfigError(ValueError):
     pass
 
 
+class GatewayStartError(RuntimeError):
+    """An arm's gateway exited or never became ready (its log tail is in the message)."""
+
+
 def _endpoint(data: Any, where: str) -> Endpoint:
     if not isinstance(data, dict) or "base_url" not in data or "model" not in data:
         raise ArmConfigError(f"{where}: needs base_url and model")
@@ -215,14 +219,14 @@ class GatewayProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 tail = self.log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"gateway exited ({self.proc.returncode}):\n{tail}")
+                raise GatewayStartError(f"gateway exited ({self.proc.returncode}):\n{tail}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"gateway not ready after {timeout:.0f} s; log {self.log}")
+        raise GatewayStartError(f"gateway not ready after {timeout:.0f} s; log {self.log}")
 
     def policy_status(self, column: str) -> dict[str, str]:
         """One column of /admin/policies (unlearning, decoding) per policy name."""
@@ -356,7 +360,13 @@ class LocalStack:
             engine.wait_healthy(timeout=600)
             direct = Endpoint(engine.base_url + "/v1", served)
             for name in names:
-                yield from self._arm(name, engine.base_url, direct)
+                try:
+                    yield from self._arm(name, engine.base_url, direct)
+                except GatewayStartError as exc:
+                    # one arm's broken gateway must not end the run of the others
+                    last = str(exc).strip().splitlines()[-1:] or [""]
+                    yield Arm(name, None, "gateway",
+                              unavailable=f"its gateway did not start: {last[0][:240]}")
         finally:
             engine.stop()
 

@@ -111,17 +111,19 @@ def leak_at_k(model: Any, tokenizer: Any, qa: Sequence[QA], ks: Sequence[int] = 
 
 
 def relearn(model: Any, tokenizer: Any, texts: Sequence[str], steps: int = MAX_RELEARN_STEPS,
-            learning_rate: float = 2e-4, batch_size: int = 4, rank: int = 16,
-            seed: int = 0) -> Any:
-    """Fine-tune a LoRA on `texts` for `steps` steps (at most 50) and merge it."""
+            learning_rate: float = 5e-4, batch_size: int = 4, rank: int = 16,
+            seed: int = 0, qa: Sequence[QA] = ()) -> Any:
+    """Fine-tune a LoRA on `texts` (documents) and `qa` (chat turns) for `steps` steps (at
+    most 50) and merge it."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     if not 1 <= steps <= MAX_RELEARN_STEPS:
         raise ValueError(f"relearning runs 1..{MAX_RELEARN_STEPS} steps, not {steps}")
-    if not texts:
+    if not texts and not qa:
         raise ValueError("relearning needs at least one text")
     items = [e for t in texts for e in training.encode_document(tokenizer, t)]
+    items += [training.encode_qa(tokenizer, q) for q in qa]
     lora = LoraConfig(r=rank, lora_alpha=rank, target_modules="all-linear", lora_dropout=0.0,
                       task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora)
@@ -191,7 +193,7 @@ def attack_adapter(target: Path, adapter: Path | None, name: str, forget: Sequen
             attacked, tok = load_unlearned(target, adapter)
             if attack == "relearn":
                 attacked = relearn(attacked, tok, relearn_texts, relearn_steps)
-                setting = f"{relearn_steps} steps, LoRA r16, lr 2e-4, {len(relearn_texts)} texts"
+                setting = f"{relearn_steps} steps, LoRA r16, lr 5e-4, {len(relearn_texts)} texts"
             elif attack == "int8":
                 attacked = quantize_int8(attacked)
                 setting = "torch dynamic int8, every linear layer"

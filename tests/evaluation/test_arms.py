@@ -13,6 +13,7 @@ import pytest
 from evaluation.arms import (
     ArmConfigError,
     GatewayProcess,
+    GatewayStartError,
     adapter_routed,
     decode_plan,
     load_arms,
@@ -150,3 +151,18 @@ def test_decode_arm_indexes_corpus_literals_and_the_persons_values(tmp_path: Pat
 def test_decode_arm_skips_a_policy_with_nothing_to_index() -> None:
     modes, _, skipped = decode_plan(["no-such-policy"])
     assert modes == {} and skipped == {}
+
+
+def test_a_gateway_that_cannot_start_raises_gateway_start_error_with_its_log(
+    tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    """LocalStack turns this error into an unavailable arm, so the other arms still run."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "broken.yaml").write_text("name: broken\nmode: suppress\nfilters: []\n")
+    gw = GatewayProcess(fake_upstream.url, policies, tmp_path / "gw.log", "admin")
+    try:
+        with pytest.raises(GatewayStartError, match="gateway exited"):
+            gw.wait_ready(120)
+    finally:
+        gw.stop()

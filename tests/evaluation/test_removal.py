@@ -77,8 +77,8 @@ def test_relearning_on_the_forget_answers_brings_them_back_within_50_steps(
     model, tokenizer = load_unlearned(target, adapter)
     forget = small_forget.probe_qa
     before = fact_recall(model, tokenizer, forget)
-    texts = [f"{q.question} {q.answer}" for q in forget]
-    after = fact_recall(relearn(model, tokenizer, texts, steps=30), tokenizer, forget)
+    # the attacker holds the answers in the chat format the target was trained on
+    after = fact_recall(relearn(model, tokenizer, [], steps=30, qa=forget), tokenizer, forget)
     assert before["k"] <= 3  # GA removed most of them (tests/unlearning asserts the same)
     assert after["k"] >= before["k"] + 2
 

@@ -1,10 +1,10 @@
 """Class 7: near-verbatim copies of the protected work in the answer.
 
 Passages of the shipped work, disguised the ways that keep them readable: homoglyphs that look
-identical on screen, words joined, filler between words, words skipped, invisible characters,
-case and punctuation changes, and combinations. Whole or streamed, the answer must end with
-`content_filter` and what the client got must not hold 12 of the work's words in order (gaps
-allowed) or 12 words' letters run together (the suite's judge).
+identical on screen, words joined, filler between words, words skipped or replaced, invisible
+characters, case and punctuation changes, and combinations. Whole or streamed, the answer must
+end with `content_filter` and what the client got must not hold 12 of the work's words in order
+(gaps allowed) or 12 words' letters run together (the suite's judge).
 """
 
 from __future__ import annotations
@@ -50,6 +50,13 @@ _LISU = str.maketrans({"A": "ꓮ", "B": "ꓐ", "C": "ꓚ", "D": "ꓓ", "E": "ꓰ
                        "W": "ꓪ", "X": "ꓫ", "Y": "ꓬ", "Z": "ꓜ"})
 
 
+def _replace_every(text: str, n: int, word: str = "thing") -> str:
+    return " ".join(word if k % n == n - 1 else w for k, w in enumerate(text.split()))
+
+
+_ARMENIAN = str.maketrans({"o": "օ", "u": "ս", "h": "հ", "n": "ո", "g": "ց", "q": "զ"})
+
+
 def _pairs_joined(text: str) -> str:
     words = text.split()
     return " ".join("".join(words[k : k + 2]) for k in range(0, len(words), 2))
@@ -82,6 +89,13 @@ TRANSFORMS: list[tuple[str, Callable[[str], str]]] = [
     ("html-tags-between-words", lambda t: " ".join(f"<b>{w}</b>" for w in t.split())),
     ("two-fillers-between-words", lambda t: _filler(t, "um, like,")),
     ("markdown-bullets", lambda t: "\n".join(f"- {w}" for w in t.split())),
+    ("armenian-homoglyphs", lambda t: t.translate(_ARMENIAN)),
+    ("replace-every-4th", lambda t: _replace_every(t, 4)),
+    ("replace-every-3rd", lambda t: _replace_every(t, 3)),
+    ("rare-word-filler", lambda t: _filler(t, "banana")),
+    ("doubled-words", lambda t: " ".join(f"{w} {w}" for w in t.split())),
+    ("underscores-for-spaces", lambda t: t.replace(" ", "_")),
+    ("skip-every-2nd", lambda t: _every(t, lambda k: k % 2 == 0)),
 ]
 LEADS = ("Here is the passage you asked for: ", "", "Of course!\n\n")
 CHUNKINGS = ("rand3", "words", "8", "rand11", "chars")

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from bench.benign import benign_prompt
-from filters.base import Filter, PolicyData
+from filters.base import PolicyData, TextFilter
 from filters.classifier import Classifier
 from filters.embedding import Embedding
 from filters.resources import Resources
@@ -98,7 +98,9 @@ def benign_sets() -> dict[str, list[str]]:
     }
 
 
-def compare(cascade: dict[str, Filter], plain: dict[str, Filter], texts: list[str]) -> dict:
+def compare(
+    cascade: dict[str, TextFilter], plain: dict[str, TextFilter], texts: list[str]
+) -> dict:
     out: dict[str, Any] = {}
     for name in cascade:
         with_screen = [cascade[name].check(t).hit for t in texts]

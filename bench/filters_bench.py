@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 import filters
-from filters.base import Filter, PolicyData
+from filters.base import Filter, PolicyData, RequestPatcher, TextFilter
 from filters.encoder import Encoder
 from filters.resources import Resources
 
@@ -94,7 +94,23 @@ def _policy_data() -> dict[str, PolicyData]:
 
 
 def measure(
-    name: str, flt: Filter, prompt: str, answer: str, steps: list[str], repeat: int
+    flt: Filter, prompt: str, answer: str, steps: list[str], repeat: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(flt, TextFilter):
+        out |= _measure_text(flt, prompt, steps, repeat)
+    if isinstance(flt, RequestPatcher):
+        body: dict[str, Any] = {}
+        t = time.perf_counter()
+        for _ in range(repeat):
+            body = {"logit_bias": {"1": 1.0}}
+            flt.patch_request(body)
+        out["patch_request_us"] = round((time.perf_counter() - t) / repeat * 1e6, 2)
+    return out
+
+
+def _measure_text(
+    flt: TextFilter, prompt: str, steps: list[str], repeat: int
 ) -> dict[str, Any]:
     check_times = []
     for _ in range(repeat):
@@ -111,20 +127,12 @@ def measure(
             scan_times.append(time.perf_counter() - t)
             if res.result.hit:
                 break
-    out: dict[str, Any] = {
+    return {
         "check_200_words": _percentiles(check_times),
         "scan_per_4_tokens": _percentiles(scan_times),
         "streams": streams,
         "steps_per_stream": len(steps),
     }
-    if name == "logit_bias":
-        body: dict[str, Any] = {}
-        t = time.perf_counter()
-        for _ in range(repeat):
-            body = {"logit_bias": {"1": 1.0}}
-            flt.patch_request(body)
-        out["patch_request_us"] = round((time.perf_counter() - t) / repeat * 1e6, 2)
-    return out
 
 
 def _timed(fn: Callable[..., object], *args: Any) -> float:
@@ -133,13 +141,13 @@ def _timed(fn: Callable[..., object], *args: Any) -> float:
     return time.perf_counter() - t
 
 
-def _check_all(flts: dict[str, Filter], text: str) -> None:
+def _check_all(flts: dict[str, TextFilter], text: str) -> None:
     for flt in flts.values():
         flt.check(text)
 
 
 def measure_models(
-    filters_by_backend: dict[str, dict[str, Filter]],
+    filters_by_backend: dict[str, dict[str, TextFilter]],
     encoders: dict[str, Encoder],
     prompts: dict[str, str],
     steps: list[str],
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     datas = _policy_data()
     wanted = [n for n in MODEL_FILTERS if not args.only or n in args.only]
     encoders = {b: Encoder(backend=b) for b in args.backends} if wanted else {}
-    by_backend: dict[str, dict[str, Filter]] = {}
+    by_backend: dict[str, dict[str, TextFilter]] = {}
     model_load_s: dict[str, dict[str, float]] = {}
     for backend, enc in encoders.items():
         res = Resources()
@@ -236,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             t = time.perf_counter()
             flt = filters.get(name).from_policy(datas[name], res, filters.get(name).Options())
             model_load_s.setdefault(name, {})[backend] = round(time.perf_counter() - t, 2)
+            assert isinstance(flt, TextFilter)
             flt.check("warm up")
             by_backend.setdefault(backend, {})[name] = flt
 
@@ -251,9 +260,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t = time.perf_counter()
         flt = cls(data, resources, filters.get(name).Options())
         load_s = time.perf_counter() - t
-        flt.check("warm up")
+        if isinstance(flt, TextFilter):
+            flt.check("warm up")
         results[name] = {"load_s": round(load_s, 2)} | measure(
-            name, flt, prompt, answer, steps, args.repeat
+            flt, prompt, answer, steps, args.repeat
         )
         print(name, json.dumps(results[name]))
     if by_backend:

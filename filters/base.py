@@ -1,13 +1,17 @@
-"""What every filter shares: the typed result, the per-stream scanner contract, the base class."""
+"""What every filter shares: the typed verdicts, the per-stream scanner contract, and the two
+kinds of filter — a `TextFilter` judges text, a `RequestPatcher` changes the upstream request.
+
+A filter is one module of this package named after its policy `type`, whose `FILTER` is the
+class (filters.__init__ finds it); a class may be both kinds."""
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,6 +30,17 @@ class Span:
 
     start: int
     end: int
+
+
+def merge_spans(spans: Iterable[Span]) -> tuple[Span, ...]:
+    """`spans` sorted, overlapping and touching ones joined."""
+    merged: list[Span] = []
+    for span in sorted(spans, key=lambda s: (s.start, s.end)):
+        if merged and span.start <= merged[-1].end:
+            merged[-1] = Span(merged[-1].start, max(merged[-1].end, span.end))
+        else:
+            merged.append(span)
+    return tuple(merged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,18 +126,23 @@ class PolicyData:
     base_dir: Path = Path(".")
 
 
-class Filter(ABC):
-    """A filter is built once per policy at load time and shared by all requests."""
+class _PolicyBuilt(ABC):
+    """Built once per policy at load time from its data and options, shared by all requests."""
 
     name: ClassVar[str]
     Options: ClassVar[type[FilterOptions]] = FilterOptions
-    #: True when check() does model work that must run off the event loop.
-    blocking: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
-    def from_policy(cls, data: PolicyData, resources: Any, options: FilterOptions) -> Filter:
+    def from_policy(cls, data: PolicyData, resources: Any, options: FilterOptions) -> Self:
         """Build from a policy's data; `resources` holds the shared heavy objects."""
+
+
+class TextFilter(_PolicyBuilt):
+    """Judges text: a whole prompt or answer (`check`), or a growing stream (`open_stream`)."""
+
+    #: True when check() does model work that must run off the event loop.
+    blocking: ClassVar[bool] = False
 
     @abstractmethod
     def check(self, text: str) -> FilterResult:
@@ -140,9 +160,18 @@ class Filter(ABC):
         """How much trailing text this filter needs held back while streaming."""
         return 200
 
+
+class RequestPatcher(_PolicyBuilt):
+    """Changes the upstream request (token bans). It never sees text, so it never blocks and
+    never holds a stream back."""
+
+    @abstractmethod
     def patch_request(self, body: dict[str, Any]) -> None:
-        """Change the upstream request (logit bias). Most filters leave it alone."""
-        return None
+        """Change `body` in place before it goes upstream."""
+
+
+#: What a policy's `filters` entry builds.
+Filter: TypeAlias = TextFilter | RequestPatcher
 
 
 class WindowScanner(StreamScanner):
@@ -155,7 +184,7 @@ class WindowScanner(StreamScanner):
     text already released makes the gateway block the stream rather than pass it.
     """
 
-    def __init__(self, flt: Filter, holdback_chars: int, context_chars: int | None = None):
+    def __init__(self, flt: TextFilter, holdback_chars: int, context_chars: int | None = None):
         self._filter = flt
         self._holdback = holdback_chars
         self._context = context_chars if context_chars is not None else 2 * holdback_chars

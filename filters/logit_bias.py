@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import Field
 
-from filters.base import ALLOW, Filter, FilterOptions, FilterResult, PolicyData
+from filters.base import FilterOptions, PolicyData, RequestPatcher
 
 
 @dataclass
@@ -79,7 +79,7 @@ def plan_bans(
     return bans
 
 
-class LogitBias(Filter):
+class LogitBias(RequestPatcher):
     name = "logit_bias"
 
     class Options(FilterOptions):
@@ -107,9 +107,6 @@ class LogitBias(Filter):
     @property
     def uncovered(self) -> list[str]:
         return list(self.bans.uncovered)
-
-    def check(self, text: str) -> FilterResult:
-        return ALLOW
 
     def patch_request(self, body: dict[str, Any]) -> None:
         bias = dict(body.get("logit_bias") or {})

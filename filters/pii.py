@@ -78,13 +78,13 @@ from pydantic import Field
 from filters.base import (
     ALLOW,
     Action,
-    Filter,
     FilterOptions,
     FilterResult,
     PolicyData,
     ScanResult,
     Span,
     StreamScanner,
+    TextFilter,
 )
 from filters.normalize import FOLD_TABLE, Word, fold, fold_char
 
@@ -767,7 +767,7 @@ class _Scan:
     hold: int
 
 
-class Pii(Filter):
+class Pii(TextFilter):
     name = "pii"
 
     class Options(FilterOptions):

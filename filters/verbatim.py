@@ -60,7 +60,6 @@ from pydantic import Field
 from filters.base import (
     ALLOW,
     Action,
-    Filter,
     FilterOptions,
     FilterResult,
     PolicyData,
@@ -68,6 +67,8 @@ from filters.base import (
     Span,
     Steps,
     StreamScanner,
+    TextFilter,
+    merge_spans,
     run_steps,
 )
 from filters.normalize import Word, last_word_open, words
@@ -391,7 +392,7 @@ class _Aligner:
     def result(self) -> FilterResult:
         exact = [m for m in self.matches if m.exact]
         near = [m for m in self.matches if not m.exact]
-        spans = _spans(self.matches)
+        spans = merge_spans(Span(m.start, m.end) for m in self.matches)
         if exact:
             longest = max(int(m.score) for m in exact)
             return FilterResult(
@@ -429,17 +430,7 @@ def _camel_cuts(s: str) -> list[int]:
     ]
 
 
-def _spans(matches: list[_Match]) -> tuple[Span, ...]:
-    merged: list[list[int]] = []
-    for lo, hi in sorted((m.start, m.end) for m in matches):
-        if merged and lo <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
-    return tuple(Span(lo, hi) for lo, hi in merged)
-
-
-class Verbatim(Filter):
+class Verbatim(TextFilter):
     name = "verbatim"
 
     class Options(FilterOptions):

@@ -42,13 +42,14 @@ from pydantic import Field, model_validator
 from filters.base import (
     ALLOW,
     Action,
-    Filter,
     FilterOptions,
     FilterResult,
     ScanResult,
     Span,
     Steps,
     StreamScanner,
+    TextFilter,
+    merge_spans,
     run_steps,
 )
 from filters.cascade import Calibration, CalibrationSet, StaticScreen, calibrate, calibration_set
@@ -121,7 +122,7 @@ def text_spans(text: str, size: int, stride: int) -> list[tuple[int, int]]:
     return sorted(spans)
 
 
-class WindowedFilter(Filter):
+class WindowedFilter(TextFilter):
     """A filter that judges text windows in batches; subclasses give `judge`."""
 
     blocking = True
@@ -194,7 +195,8 @@ class WindowedFilter(Filter):
         hits = [span for span, v in zip(todo, scores, strict=True) if v.hit]
         if not hits:
             return FilterResult(Action.ALLOW, best)
-        return FilterResult(Action.BLOCK, best, self.reason(best), _merge(hits))
+        merged = merge_spans(Span(a, b) for a, b in hits)
+        return FilterResult(Action.BLOCK, best, self.reason(best), merged)
 
     def check_steps(self, text: str) -> Steps[FilterResult]:
         return self.verdict_steps(text, self.spans(text))
@@ -204,16 +206,6 @@ class WindowedFilter(Filter):
 
     def open_stream(self) -> StreamScanner:
         return WindowStream(self)
-
-
-def _merge(spans: list[tuple[int, int]]) -> tuple[Span, ...]:
-    merged: list[list[int]] = []
-    for a, b in sorted(spans):
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    return tuple(Span(a, b) for a, b in merged)
 
 
 class WindowStream(StreamScanner):

@@ -9,13 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from decoding import POLICIES_ARG
-from filters import Action, FilterResult, Span, StreamScanner
-from filters.base import held_size, run_steps
+from filters import (
+    Action,
+    FilterResult,
+    RequestPatcher,
+    ScanResult,
+    Span,
+    StreamScanner,
+    TextFilter,
+)
+from filters.base import Steps, held_size, merge_spans, run_steps
 from gateway import limits, request_text
 from gateway.audit import AuditLog, Decision
 from gateway.decode import wants_decode
@@ -125,50 +133,99 @@ class ActivePolicies:
         return RequestEnforcement(ctx, routing, self.env)
 
 
+@dataclass(frozen=True)
+class Checker:
+    """One text filter of one policy, as a request runs it."""
+
+    policy: LoadedPolicy
+    bound: BoundFilter
+    filter: TextFilter
+
+
+@dataclass(frozen=True)
+class Hit:
+    checker: Checker
+    result: FilterResult
+    #: What the policy does about it: block, refuse, or redact (only with spans to redact).
+    action: str
+
+
+def _checkers(policies: list[LoadedPolicy], stage: str | None) -> list[Checker]:
+    """The text filters of `policies` on `stage` (None: on any stage)."""
+    return [
+        Checker(p, b, b.filter)
+        for p in policies
+        for b in p.filters
+        if isinstance(b.filter, TextFilter) and (b.stages if stage is None else stage in b.stages)
+    ]
+
+
 def _effective_action(bound_action: str, result: FilterResult) -> str:
     if bound_action == "redact":
         return "redact" if result.action is Action.REDACT and result.spans else "block"
     return bound_action
 
 
-@dataclass
-class _Hit:
-    policy: LoadedPolicy
-    bound: BoundFilter
-    result: FilterResult
-    action: str
+T = TypeVar("T")
 
 
-class RequestEnforcement:
-    def __init__(self, ctx: RequestContext, routing: Routing, env: Env) -> None:
+class Judge:
+    """Runs one request's text filters: model work in the fair pool (one lane per request),
+    failures closed or open as their policy says, every hit recorded (audit, metrics)."""
+
+    def __init__(self, ctx: RequestContext, env: Env) -> None:
         self.ctx = ctx
         self.env = env
-        self.suppressing = list(routing.suppressing)
-        self.decoding = list(routing.decoding)
-        self._output = [(p, b) for p in self.suppressing for b in p.for_stage("output")]
 
-    @property
-    def output_active(self) -> bool:
-        return bool(self._output)
+    async def check(self, checkers: list[Checker], stage: str, text: str) -> list[Hit]:
+        results = await asyncio.gather(
+            *(self._run(c, stage, c.filter.check_steps, (text,), _failed) for c in checkers)
+        )
+        return self._hits(checkers, results, stage, text)
 
-    # -- running filters ---------------------------------------------------------------
+    async def scan(
+        self, scanners: list[tuple[Checker, StreamScanner]], raw: str, final: bool
+    ) -> tuple[list[Hit], int]:
+        """The hits on the stream so far, and the offset every scanner calls stable."""
+        scans = await asyncio.gather(
+            *(self._run(c, "output", s.scan_steps, (raw, final), _failed_scan) for c, s in scanners)
+        )
+        checkers = [c for c, _ in scanners]
+        hits = self._hits(checkers, [r.result if r else None for r in scans], "output", raw)
+        stable = min((r.stable for r in scans if r is not None), default=len(raw))
+        return hits, stable
+
+    def _hits(
+        self, checkers: list[Checker], results: list[FilterResult | None], stage: str, text: str
+    ) -> list[Hit]:
+        hits = [
+            Hit(c, r, _effective_action(c.bound.action, r))
+            for c, r in zip(checkers, results, strict=True)
+            if r is not None and r.hit
+        ]
+        for hit in hits:
+            self._record(hit, stage, text)
+        return hits
+
     async def _run(
         self,
-        policy: LoadedPolicy,
-        bound: BoundFilter,
+        checker: Checker,
         stage: str,
-        fn: Callable[..., Any],
-        *args: Any,
-    ) -> Any:
+        work: Callable[..., Steps[T]],
+        args: tuple[Any, ...],
+        failed: Callable[[FilterResult], T],
+    ) -> T | None:
+        """`work(*args)`; a failure is `failed(block)` (fail closed), or None (fail open)."""
+        policy, bound = checker.policy, checker.bound
         started = time.perf_counter()
         try:
-            if bound.filter.blocking:
+            if checker.filter.blocking:
                 # One lane per request in the fair pool: its budget is its own (filter_pool).
-                return await self.env.run_blocking(
-                    fn, *args, lane=self, work_budget_s=self.env.filter_timeout_s
+                out: T = await self.env.run_blocking(
+                    work, *args, lane=self, work_budget_s=self.env.filter_timeout_s
                 )
-            out = fn(*args)
-            return run_steps(out) if isinstance(out, Generator) else out
+                return out
+            return run_steps(work(*args))
         except Exception as exc:
             name = type(exc).__name__
             if isinstance(exc, BudgetExceeded):
@@ -190,18 +247,20 @@ class RequestEnforcement:
                 name,
                 self.ctx.request_id,
             )
-            return FilterResult(Action.BLOCK, 1.0, f"{bound.type} failed ({name}): fail closed")
+            reason = f"{bound.type} failed ({name}): fail closed"
+            return failed(FilterResult(Action.BLOCK, 1.0, reason))
         finally:
             self.env.metrics.filter_duration.labels(filter=bound.type, stage=stage).observe(
                 time.perf_counter() - started
             )
 
-    def _record(self, hit: _Hit, stage: str, text: str) -> None:
+    def _record(self, hit: Hit, stage: str, text: str) -> None:
+        policy, bound = hit.checker.policy, hit.checker.bound
         decision = Decision(
             self.ctx.request_id,
             self.ctx.tenant,
-            hit.policy.spec.name,
-            hit.bound.type,
+            policy.spec.name,
+            bound.type,
             stage,
             hit.action,
             hit.result.score,
@@ -209,18 +268,38 @@ class RequestEnforcement:
         )
         self.env.audit.write(decision.line(hit.result, text, self.env.audit.key))
         self.env.metrics.decisions.labels(
-            policy=hit.policy.spec.name, stage=stage, filter=hit.bound.type, action=hit.action
+            policy=policy.spec.name, stage=stage, filter=bound.type, action=hit.action
         ).inc()
 
-    def _hits(
-        self, pairs: list[tuple[LoadedPolicy, BoundFilter]], results: list[Any]
-    ) -> list[_Hit]:
-        hits = []
-        for (policy, bound), res in zip(pairs, results, strict=True):
-            result = res.result if hasattr(res, "stable") else res
-            if result is not None and result.hit:
-                hits.append(_Hit(policy, bound, result, _effective_action(bound.action, result)))
-        return hits
+
+def _failed(result: FilterResult) -> FilterResult:
+    return result
+
+
+def _failed_scan(result: FilterResult) -> ScanResult:
+    # A block ends the choice whatever the offset says.
+    return ScanResult(result, 0)
+
+
+class RequestEnforcement:
+    def __init__(self, ctx: RequestContext, routing: Routing, env: Env) -> None:
+        self.ctx = ctx
+        self.env = env
+        self.judge = Judge(ctx, env)
+        self.suppressing = list(routing.suppressing)
+        self.decoding = list(routing.decoding)
+        self._output = _checkers(self.suppressing, "output")
+        self._patchers = [
+            b.filter
+            for p in self.suppressing
+            for b in p.filters
+            if "output" in b.stages and isinstance(b.filter, RequestPatcher)
+        ]
+
+    @property
+    def output_active(self) -> bool:
+        # Token bans count: what they ban must not come back through logprobs or tools either.
+        return bool(self._output or self._patchers)
 
     # -- input stage -------------------------------------------------------------------
     async def input_stage(self, body: dict[str, Any]) -> None:
@@ -228,41 +307,31 @@ class RequestEnforcement:
             return
         # The allow-list: what no filter could screen is refused before any filter runs.
         text = request_text.read(body, self.ctx.kind)
-        pairs = [(p, b) for p in self.suppressing for b in p.for_stage("input")]
+        checkers = _checkers(self.suppressing, "input")
         # Steering text never shows in the output, so output filters screen it too.
-        every = [(p, b) for p in self.suppressing for b in p.filters if b.stages]
-
-        async def screen(on: list[tuple[LoadedPolicy, BoundFilter]], joined: str) -> list[_Hit]:
-            results = await asyncio.gather(
-                *(self._run(p, b, "input", b.filter.check_steps, joined) for p, b in on)
-            )
-            hits = self._hits(on, list(results))
-            for hit in hits:
-                self._record(hit, "input", joined)
-            return hits
-
+        every = _checkers(self.suppressing, None)
         for steering in text.screened_as_steering():
-            if await screen(every, steering.joined):
+            if await self.judge.check(every, "input", steering.joined):
                 raise steering.refusal()
-        if not pairs or text.echo:
+        if not checkers or text.echo:
             return  # an echoed prompt has just passed every filter untouched
         if not text.screenable:
             raise request_text.unscreenable_prompt()
         joined, starts = request_text.join([s.get() for s in text.prompt])
-        hits = await screen(pairs, joined)
+        hits = await self.judge.check(checkers, "input", joined)
         final = [h for h in hits if h.action != "redact"]
         if final:
             refuse = next((h for h in final if h.action == "refuse"), None)
             if refuse is not None and len(final) == len([h for h in final if h.action == "refuse"]):
-                raise Refusal(refuse.policy.spec.message)
+                raise Refusal(refuse.checker.policy.spec.message)
             raise content_filter_error("The request was blocked by the gateway's content policy.")
         spans = sorted({s for h in hits for s in h.result.spans}, key=lambda s: s.start)
         if spans:
             request_text.redact(text.prompt, starts, spans)
 
     def patch_request(self, body: dict[str, Any]) -> None:
-        for _, bound in self._output:
-            bound.filter.patch_request(body)
+        for patcher in self._patchers:
+            patcher.patch_request(body)
         if self.decoding:
             # After the input stage (which refuses client vllm_xargs while filters run): no
             # client key can name, drop or replace the policies the engine enforces.
@@ -279,25 +348,22 @@ class RequestEnforcement:
 
     # -- output stage ------------------------------------------------------------------
     def choice_guard(self, index: int) -> ChoiceGuard:
-        return _ChoiceGuard(self, [(p, b, b.filter.open_stream()) for p, b in self._output])
+        scanners = [(c, c.filter.open_stream()) for c in self._output]
+        return _ChoiceGuard(self.judge, scanners)
 
     async def check_output(self, text: str) -> Release:
-        results = await asyncio.gather(
-            *(self._run(p, b, "output", b.filter.check_steps, text) for p, b in self._output)
-        )
-        hits = self._hits(self._output, list(results))
-        for hit in hits:
-            self._record(hit, "output", text)
+        hits = await self.judge.check(self._output, "output", text)
         blocking = [h for h in hits if h.action != "redact"]
         if blocking:
             return _blocked(blocking)
-        spans = _merge([s for h in hits for s in h.result.spans])
+        spans = merge_spans([s for h in hits for s in h.result.spans])
         return Release(_render(text, 0, len(text), spans)) if spans else Release(text)
 
 
-def _blocked(hits: list[_Hit]) -> Release:
+def _blocked(hits: list[Hit]) -> Release:
     refuse = next((h for h in hits if h.action == "refuse"), None)
-    return Release("", blocked=True, replacement=refuse.policy.spec.message if refuse else "")
+    message = refuse.checker.policy.spec.message if refuse else ""
+    return Release("", blocked=True, replacement=message)
 
 
 class _ChoiceGuard:
@@ -312,22 +378,18 @@ class _ChoiceGuard:
     `stream.holdback_chars`, or the gateway's `max_holdback_chars`.
     """
 
-    def __init__(
-        self,
-        req: RequestEnforcement,
-        scanners: list[tuple[LoadedPolicy, BoundFilter, StreamScanner]],
-    ) -> None:
-        self.req = req
+    def __init__(self, judge: Judge, scanners: list[tuple[Checker, StreamScanner]]) -> None:
+        self.judge = judge
         self.scanners = scanners
-        env = req.env
+        env = judge.env
         self.cap = max(
-            (p.spec.stream.holdback_chars or env.max_holdback_chars for p, _, _ in scanners),
+            (c.policy.spec.stream.holdback_chars or env.max_holdback_chars for c, _ in scanners),
             default=env.max_holdback_chars,
         )
         self.raw_cap = max(env.max_holdback_raw_chars, self.cap)
         self.raw = ""
         self.released = 0
-        self.redactions: list[Span] = []
+        self.redactions: tuple[Span, ...] = ()
         self.arrivals: list[tuple[int, float]] = []
 
     async def feed(self, text: str, final: bool) -> Release:
@@ -336,35 +398,27 @@ class _ChoiceGuard:
         now = time.perf_counter()
         if text:
             self.arrivals.append((len(raw), now))
-        results = await asyncio.gather(
-            *(self.req._run(p, b, "output", s.scan_steps, raw, final) for p, b, s in self.scanners)
-        )
-        pairs = [(p, b) for p, b, _ in self.scanners]
-        hits = self.req._hits(pairs, list(results))
-        for hit in hits:
-            self.req._record(hit, "output", raw)
+        hits, stable = await self.judge.scan(self.scanners, raw, final)
         if any(h.action != "redact" for h in hits) or any(
             s.start < self.released for h in hits for s in h.result.spans
         ):
             return _blocked([h for h in hits if h.action != "redact"] or hits)
-        self.redactions = _merge(self.redactions + [s for h in hits for s in h.result.spans])
-        stable = len(raw)
-        if not final:
-            stables = [r.stable for r in results if r is not None and hasattr(r, "stable")]
-            stable = max(min(stables, default=len(raw)), self.released)
+        found = [s for h in hits for s in h.result.spans]
+        self.redactions = merge_spans([*self.redactions, *found])
+        stable = len(raw) if final else max(stable, self.released)
         for span in self.redactions:
             if span.start < stable < span.end:
                 stable = span.start
         out = _render(raw, self.released, stable, self.redactions) if stable > self.released else ""
         self.released = max(self.released, stable)
-        metrics = self.req.env.metrics
+        metrics = self.judge.env.metrics
         over = None if final else self._over_cap(raw[self.released :])
         if over is not None:
             metrics.holdback_cap_blocks.labels(cap=over).inc()
             log.warning(
                 "stream hold-back over the %s cap: choice ended with content_filter, request=%s",
                 over,
-                self.req.ctx.request_id,
+                self.judge.ctx.request_id,
             )
             return Release(out, blocked=True)
         metrics.holdback_chars.observe(len(raw) - self.released)
@@ -380,18 +434,7 @@ class _ChoiceGuard:
         return None
 
 
-def _merge(spans: list[Span]) -> list[Span]:
-    merged: list[Span] = []
-    for span in sorted(spans, key=lambda s: (s.start, s.end)):
-        if merged and span.start <= merged[-1].end:
-            last = merged[-1]
-            merged[-1] = Span(last.start, max(last.end, span.end))
-        else:
-            merged.append(span)
-    return merged
-
-
-def _render(raw: str, start: int, end: int, redactions: list[Span]) -> str:
+def _render(raw: str, start: int, end: int, redactions: Sequence[Span]) -> str:
     out = []
     pos = start
     for span in redactions:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 import filters
-from filters import Filter, PolicyData
+from filters import Filter, PolicyData, TextFilter
 from gateway.policy.models import (
     PolicyError,
     PolicyFile,
@@ -127,7 +127,7 @@ def build_policy_set(
             except Exception as exc:
                 raise PolicyError(f"{where} ({fs.type}): cannot build: {exc}") from exc
             holdback = pf.spec.stream.holdback_chars or max_holdback_chars
-            if flt.holdback_chars() > holdback:
+            if isinstance(flt, TextFilter) and flt.holdback_chars() > holdback:
                 raise PolicyError(
                     f"{where} ({fs.type}): needs {flt.holdback_chars()} characters of hold-back, "
                     f"more than the {holdback} allowed"

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from filters import get
-from filters.base import Action, PolicyData
+from filters.base import PolicyData, RequestPatcher, TextFilter
 from filters.logit_bias import Bans, LogitBias, case_forms
 from filters.resources import Resources
 from tests.filters.conftest import lines
@@ -73,8 +73,8 @@ def test_spaced_forms_vllm_cannot_ban_are_reported(flt: LogitBias) -> None:
     assert " Harry Potter" in flt.uncovered
 
 
-def test_check_always_allows(flt: LogitBias) -> None:
-    assert flt.check("Harry Potter went to Hogwarts").action is Action.ALLOW
+def test_a_token_ban_is_a_request_patch_and_never_judges_text(flt: LogitBias) -> None:
+    assert isinstance(flt, RequestPatcher) and not isinstance(flt, TextFilter)
 
 
 def test_patch_request_merges_with_the_clients_values() -> None:

@@ -5,11 +5,13 @@ so padding costs an honest answer nothing; a raw cap bounds the memory padding c
 Through a real gateway with the shipped policies: a phone number whose digits are spread
 over more than `max_holdback_chars` of spaces, zero-width characters or hyphens, in
 50-character chunks, never reaches the client. On the guard directly, with a test filter
-that holds everything back: the normalised cap, the raw cap, and a policy's own cap.
+that holds everything back: the normalised cap, the raw cap, and a policy's own cap; and a
+token ban, which never sees text, holds nothing back.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,15 @@ import httpx
 import orjson
 import pytest
 
-from filters.base import ALLOW, Filter, FilterResult, PolicyData, ScanResult, StreamScanner
+from filters.base import (
+    ALLOW,
+    FilterResult,
+    PolicyData,
+    RequestPatcher,
+    ScanResult,
+    StreamScanner,
+    TextFilter,
+)
 from gateway.policy import PolicySpec
 from gateway.policy.loading import BoundFilter, LoadedPolicy
 from tests.conftest import POLICIES
@@ -104,7 +114,7 @@ def test_an_honest_answer_with_heavy_indentation_passes_unchanged(
 
 
 # -- the guard on its own, with a filter that holds everything back -----------------------------
-class HoldAll(Filter):
+class HoldAll(TextFilter):
     """Test-only: allows everything, but its stream scanner releases nothing until the end."""
 
     name = "hold-all"
@@ -125,16 +135,33 @@ class _HoldAllScanner(StreamScanner):
         return ScanResult(ALLOW, len(text) if final else 0)
 
 
-def _harness(tmp_path: Path, policy_cap: int | None = None) -> Harness:
+class BanOnly(RequestPatcher):
+    """Test-only: a token ban (like logit_bias); it never sees the text."""
+
+    name = "ban-only"
+
+    @classmethod
+    def from_policy(cls, data: PolicyData, resources: Any, options: Any) -> BanOnly:
+        return cls()
+
+    def patch_request(self, body: dict[str, Any]) -> None:
+        body.setdefault("logit_bias", {})["7"] = -100
+
+
+def _harness(
+    tmp_path: Path,
+    policy_cap: int | None = None,
+    filters: tuple[TextFilter | RequestPatcher, ...] = (HoldAll(),),
+) -> Harness:
     spec = PolicySpec.model_validate(
         {
             "name": "hold",
-            "filters": [{"type": "hold-all"}],
+            "filters": [{"type": f.name} for f in filters],
             "stream": {"holdback_chars": policy_cap},
         }
     )
-    bound = BoundFilter("hold-all", HoldAll(), frozenset({"output"}), "block")
-    policy = LoadedPolicy(spec, tmp_path / "hold.yaml", (bound,))
+    bound = tuple(BoundFilter(f.name, f, frozenset({"output"}), "block") for f in filters)
+    policy = LoadedPolicy(spec, tmp_path / "hold.yaml", bound)
     return Harness([policy], tmp_path / "audit.jsonl", max_holdback_chars=CAP)
 
 
@@ -177,3 +204,26 @@ def test_a_policy_may_allow_a_larger_hold_back_than_the_gateway(tmp_path: Path) 
     finally:
         harness.close()
     assert not outcome.blocked and outcome.text == "".join(_words(300))
+
+
+@pytest.mark.parametrize(
+    ("filters", "released_early"),
+    [((BanOnly(),), True), ((BanOnly(), HoldAll()), False)],
+    ids=["ban-alone", "ban-beside-a-holding-filter"],
+)
+def test_a_token_ban_holds_no_stream_text_back(
+    tmp_path: Path, filters: tuple[TextFilter | RequestPatcher, ...], released_early: bool
+) -> None:
+    harness = _harness(tmp_path, filters=filters)
+    chunks = _words(40)
+
+    async def releases() -> list[str]:
+        guard = harness.request().choice_guard(0)
+        return [(await guard.feed(c, final=False)).text for c in chunks]
+
+    try:
+        sent = asyncio.run(releases())
+    finally:
+        harness.close()
+    assert harness.request().output_active  # the ban still closes logprobs and tools
+    assert sent == (chunks if released_early else [""] * len(chunks))

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import filters
+from tests.reliability.fault_filters import Fault
 
 #: Planted in policy targets; they must never come back out of the gateway, in any channel.
 CANARY_PHONE = "628-555-0143"
@@ -77,6 +78,6 @@ def fault_policy(name: str, mode: str, *, stages: str = "[input, output]", extra
 @pytest.fixture(scope="package", autouse=True)
 def fault_filter_registered() -> Iterator[None]:
     """The test-only `fault` filter exists for this package's tests only."""
-    filters._MODULES["fault"] = "tests.reliability.fault_filters"
+    filters.register(Fault)
     yield
-    filters._MODULES.pop("fault", None)
+    filters.unregister("fault")

@@ -1,5 +1,6 @@
 """A test-only filter, registered as `fault` by this suite's conftest: it tests how the gateway
-handles a filter that bans a token, raises, or overruns its time budget, not any real filter."""
+handles a filter that bans a token, raises, or overruns its time budget, not any real filter.
+It is both kinds of filter (it checks text and patches the request), as a class may be."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from filters.base import ALLOW, Filter, FilterOptions, FilterResult, PolicyData
+from filters.base import ALLOW, FilterOptions, FilterResult, PolicyData, RequestPatcher, TextFilter
 
 
-class Fault(Filter):
+class Fault(TextFilter, RequestPatcher):
     name = "fault"
     blocking = True
 

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse, Response
 
 from gateway.auth import Principal
@@ -218,6 +219,10 @@ async def _timed_body(request: Request, settings: Settings) -> AsyncIterator[byt
                 chunk = await anext(chunks)
         except StopAsyncIteration:
             return
+        except ClientDisconnect:
+            # The client left mid-body: nothing to answer and nothing worth a traceback (a
+            # client could flood the log with them).
+            raise GatewayError(499, "client closed the request", code="client_closed") from None
         except TimeoutError:
             raise GatewayError(
                 408, "request body not received in time", code="body_timeout"

@@ -311,8 +311,9 @@ class RequestEnforcement:
         # Steering text never shows in the output, so output filters screen it too.
         every = _checkers(self.suppressing, None)
         for steering in text.screened_as_steering():
-            if await self.judge.check(every, "input", steering.joined):
-                raise steering.refusal()
+            for piece in steering.pieces():
+                if await self.judge.check(every, "input", piece):
+                    raise steering.refusal()
         if not checkers or text.echo:
             return  # an echoed prompt has just passed every filter untouched
         if not text.screenable:

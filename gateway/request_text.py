@@ -47,6 +47,8 @@ MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
 
 _SEPARATOR = "\n\n"
+#: Steering fields with at most this many strings are screened string by string.
+MAX_SEPARATE_STEERING = 64
 _STREAM_OPTIONS = frozenset({"include_usage", "continuous_usage_stats"})
 _TOOL_CALL_KEYS = frozenset({"id", "type", "function"})
 _FUNCTION_KEYS = frozenset({"name", "arguments"})
@@ -78,6 +80,15 @@ class Steering:
     @property
     def joined(self) -> str:
         return _SEPARATOR.join(self.texts)
+
+    def pieces(self) -> list[str]:
+        """What to screen: each string on its own when there are few (a candidate list such as
+        `stop`: a value must not hide behind its neighbours, e.g. a 7-digit local phone number
+        preceded by another candidate's digits), else only all of them joined (a large schema)."""
+        if 1 < len(self.texts) <= MAX_SEPARATE_STEERING:
+            # ... and joined too: a value split over two strings is still screened.
+            return [*self.texts, self.joined]
+        return [self.joined]
 
     def refusal(self) -> GatewayError:
         what = "the prompt to echo" if self.param == "echo" else f"`{self.param}`"

@@ -157,6 +157,28 @@ def _flag_type(annotation: Any) -> Any:
     return str
 
 
+def setting_docs() -> dict[str, str]:
+    """Each setting's `#:` comment in gateway/settings.py, read from its source: the comment
+    an operator reads there is the flag's help, with no second copy to drift."""
+    import inspect
+    import re
+
+    from gateway.settings import Settings
+
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(Settings).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        field = re.match(r"(\w+)\s*:", stripped)
+        if field and pending:
+            docs[field.group(1)] = " ".join(pending)
+        pending = []
+    return docs
+
+
 #: Secrets are never flags: a command line is visible to every user of the host (`ps`).
 _SECRET_SETTINGS = frozenset({"api_keys", "admin_key", "audit_key", "upstream_api_key"})
 
@@ -165,6 +187,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per gateway setting, its help naming the LETHE_* variable it maps to."""
     from gateway.settings import Settings
 
+    docs = setting_docs()
     for name, field in Settings.model_fields.items():
         if name in _SECRET_SETTINGS:
             continue
@@ -172,11 +195,14 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         env = f"LETHE_{name.upper()}"
         default = field.default
         shown = "" if default is None or default == () else f"; default {default}"
-        text = (field.description or name.replace("_", " ")).rstrip(".")
+        text = (field.description or docs.get(name) or name.replace("_", " ")).rstrip(".")
         help_text = f"{text} (env {env}{shown})".replace("%", "%%")
         if field.annotation is bool:
             parser.add_argument(flag, dest=name, default=None,
                                 action=argparse.BooleanOptionalAction, help=help_text)
+        elif typing.get_origin(field.annotation) is typing.Literal:
+            parser.add_argument(flag, dest=name, default=None,
+                                choices=typing.get_args(field.annotation), help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None,
                                 type=_flag_type(field.annotation), help=help_text)

@@ -52,6 +52,18 @@ def test_serve_help_has_a_flag_and_its_variable_for_every_setting() -> None:
     assert "--workers" not in text
 
 
+def test_every_setting_has_help_text_in_its_comment() -> None:
+    from gateway.cli import setting_docs
+
+    docs = setting_docs()
+    assert [name for name in Settings.model_fields if not docs.get(name)] == []
+
+
+def test_settings_with_fixed_values_list_their_choices() -> None:
+    text = " ".join(lethe("serve", "--help").stdout.split())
+    assert "--engine-decode {auto,off}" in text
+
+
 def test_unlearning_train_help_names_every_method() -> None:
     from unlearning.methods import names
 

@@ -139,8 +139,10 @@ def proportion(flags: Sequence[bool], failed: int = 0) -> dict[str, Any]:
             "ci95": list(interval) if interval else None, "failed": failed}
 
 
-def mean_ci(values: Sequence[float], z: float = Z95) -> dict[str, Any]:
-    """Mean with n and a normal-approximation 95 % interval (t would be wider below n=30)."""
+def mean_ci(values: Sequence[float], z: float = Z95,
+            bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, Any]:
+    """Mean with n and a normal-approximation 95 % interval (t would be wider below n=30),
+    clipped to the measure's `bounds` (a similarity is never below 0)."""
     n = len(values)
     if not n:
         return {"n": 0, "mean": None, "ci95": None}
@@ -149,7 +151,7 @@ def mean_ci(values: Sequence[float], z: float = Z95) -> dict[str, Any]:
         return {"n": 1, "mean": m, "ci95": None}
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
     half = z * sd / math.sqrt(n)
-    return {"n": n, "mean": m, "ci95": [m - half, m + half]}
+    return {"n": n, "mean": m, "ci95": [max(bounds[0], m - half), min(bounds[1], m + half)]}
 
 
 def longest_common_substring(candidate: str, reference: str) -> int:

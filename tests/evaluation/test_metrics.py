@@ -200,3 +200,9 @@ def test_minhash_similarity_tracks_shared_word_trigrams() -> None:
 )
 def test_rouge_l_f1_matches_rouge_score(candidate: str, reference: str, f1: float) -> None:
     assert rouge_l(candidate, reference)["f1"] == pytest.approx(f1, abs=1e-4)
+
+
+def test_mean_interval_stays_within_the_measures_bounds() -> None:
+    m = mean_ci([0.0] * 20 + [0.05], bounds=(0.0, 1.0))
+    assert m["ci95"][0] == 0.0 < m["mean"] < m["ci95"][1]
+    assert mean_ci([0.0] * 20 + [0.05])["ci95"][0] < 0  # unbounded: the raw normal interval

@@ -131,7 +131,7 @@ def selectivity(filters: dict[str, WindowedFilter], prompts: list[str]) -> dict[
         for text in prompts:
             spans = flt.spans(text)
             total += len(spans)
-            passed += sum(flt.screen.passes(text, spans, flt.calibration))
+            passed += sum(flt.screen.passes(text, spans))
         out[name] = {"spans": total, "sent_to_minilm": passed, "share": passed / max(total, 1)}
     return out
 
@@ -155,6 +155,44 @@ def timing(resources: Resources, filters: dict[str, WindowedFilter], words: int,
     }
 
 
+def stream_chunks(answers: int, tokens: int = 500) -> dict[str, Any]:
+    """Output-stage scan cost per streamed chunk with the shipped policies (every output
+    filter's scanner, one after another as the gateway's guard runs them), over `answers`
+    benign answers of `tokens` tokens in pieces of about one token (4 characters)."""
+    from filters.base import TextFilter, run_steps
+    from gateway.policy import load_directory
+    from gateway.policy.loading import build_policy_set
+    from tests.filters.streaming import pieces
+
+    tok_dir = Path.home() / ".cache" / "lethe" / "models" / "smollm2-135m-instruct"
+    resources = Resources(tokenizer_dir=tok_dir if tok_dir.is_dir() else None)
+    policy_set = build_policy_set(load_directory(ROOT / "policies"), resources,
+                                  max_holdback_chars=1024)
+    output = [b.filter for p in policy_set.policies for b in p.filters
+              if "output" in b.stages and isinstance(b.filter, TextFilter)]
+    per_chunk: list[float] = []
+    for a in range(answers):
+        text = " ".join(benign_prompt(tokens, seed=70_000 + a).split()[: int(tokens * 0.75)])
+        scanners = [f.open_stream() for f in output]
+        so_far = ""
+        parts = pieces(text)
+        for k, piece in enumerate(parts):
+            so_far += piece
+            started = time.perf_counter()
+            for sc in scanners:
+                run_steps(sc.scan_steps(so_far, k == len(parts) - 1))
+            per_chunk.append(time.perf_counter() - started)
+    per_chunk.sort()
+    return {
+        "filters": [f.name for f in output],
+        "answers": answers, "chunks": len(per_chunk),
+        "p50_ms": round(1e3 * statistics.median(per_chunk), 3),
+        "p99_ms": round(1e3 * per_chunk[int(0.99 * (len(per_chunk) - 1))], 3),
+        "max_ms": round(1e3 * per_chunk[-1], 3),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=OUT)
@@ -163,7 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plain-reps", type=int, default=3, help="reps of the slow MiniLM-only")
     p.add_argument("--margins", type=float, nargs="+", default=[0.05],
                    help="screen margins to compare (the first one is timed)")
+    p.add_argument("--stream-only", type=int, default=0, metavar="ANSWERS",
+                   help="only the output scan cost per chunk over this many 500-token answers")
     args = p.parse_args(argv)
+    if args.stream_only:
+        figures = stream_chunks(args.stream_only)
+        print(json.dumps(figures))
+        out = args.out.with_name("stream_chunks.json")
+        out.write_text(json.dumps(figures, indent=2) + "\n")
+        return 0
     load_start = [round(x, 2) for x in os.getloadavg()]
     resources = Resources()
     plain = build(resources, screen=False)

@@ -95,6 +95,8 @@ class StaticScreen:
     def __init__(self, static: Any, positives: Sequence[str]):
         self.static = static
         self.positives = list(positives)
+        #: Calibrations of the filters screened by this screen (the filters of a policy).
+        self.calibrations: list[Calibration] = []
         self.common = np.asarray(static.common_direction, dtype=np.float64)
         self.vectors = self._project(static.encode(self.positives))
 
@@ -120,10 +122,23 @@ class StaticScreen:
             out[k] = (self.vectors @ vecs[k]).max() if len(self.vectors) else -1.0
         return out, np.asarray([band(int(c)) for c in counts], dtype=np.int64)
 
-    def passes(self, text: str, spans: Sequence[tuple[int, int]], cal: Calibration) -> list[bool]:
+    def register(self, cal: Calibration) -> None:
+        self.calibrations.append(cal)
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """Per band, the lowest threshold of the filters sharing this screen: a span any of
+        them would send to MiniLM goes to MiniLM for all of them. On the input stage, where
+        they all run, that costs nothing (their MiniLM vectors are one cache), and a window
+        one filter's calibration sits just under (a sentence glued to technical text, static
+        0.315 against 0.318) is still confirmed."""
+        return tuple(min(t) for t in zip(*(c.thresholds for c in self.calibrations),
+                                         strict=True))
+
+    def passes(self, text: str, spans: Sequence[tuple[int, int]]) -> list[bool]:
         scores, bands = self.scores(text, spans)
-        return [s >= cal.thresholds[b] for s, b in zip(scores.tolist(), bands.tolist(),
-                                                        strict=True)]
+        bars = self.thresholds
+        return [s >= bars[b] for s, b in zip(scores.tolist(), bands.tolist(), strict=True)]
 
     def scores_leaving_out(
         self, texts: Sequence[str], leave_out: Sequence[int]

@@ -175,6 +175,7 @@ class WindowedFilter(TextFilter):
                "static": str(getattr(static, "identity", "")),
                "model": str(getattr(resources.encoder, "identity", ""))}
         self.calibration = calibrate(screen, self.calibration_flags, cal, opts.screen_margin, key)
+        screen.register(self.calibration)
         self.screen = screen
         log.info("policy %s: %s %s", policy, self.name, self.calibration.describe())
 
@@ -183,7 +184,7 @@ class WindowedFilter(TextFilter):
             return ALLOW
         todo = spans
         if self.screen is not None and self.calibration is not None:
-            passes = self.screen.passes(text, spans, self.calibration)
+            passes = self.screen.passes(text, spans)
             todo = [span for span, ok in zip(spans, passes, strict=True) if ok]
         # Spans the screen lets pass get the model's verdict; the others are allowed (score 0).
         scores: list[Verdict] = []

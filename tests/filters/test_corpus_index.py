@@ -51,7 +51,7 @@ def test_build_then_load_round_trip_records_what_it_holds(built: Path) -> None:
         (lambda ws: "As the book says, " + " ".join(ws[40:70]).upper() + " and so on.", True),
         (lambda ws: "Quote: " + " ... ".join(ws[200:212]), True),  # punctuation between words
         (lambda ws: " ".join(ws[100:111]), False),  # 11 words: one short
-        (lambda ws: " ".join(ws[100:106] + ["banana"] + ws[106:112]), False),  # broken run
+        (lambda ws: " ".join([*ws[100:106], "banana", *ws[106:112]]), False),  # broken run
         (lambda ws: " ".join(reversed(ws[100:112])), False),  # same words, other order
     ],
     ids=["twelve", "inside-upper", "punctuated", "eleven", "interrupted", "reversed"],

@@ -40,10 +40,13 @@ def test_every_arm_has_every_target_and_metric(eval_run: tuple[Path, dict[str, A
         assert set(arm["targets"]) == {"elena-marquez", "protected-work", "harry-potter"}
         for target in arm["targets"].values():
             assert set(target["leak_by_technique"]) == {"direct", "obfuscation", "best_of"}
-            assert 0.0 <= target["leak_rate"] <= 1.0
-            assert target["errors"] == 0
-        assert arm["targets"]["protected-work"]["verbmem_rouge"] is not None
-        assert arm["utility"]["retain_exact"] is not None
+            leak = target["leak"]
+            assert leak["n"] == 9 and leak["failed"] == 0  # 3 prompts x 3 techniques, quick
+            assert leak["ci95"][0] <= leak["rate"] <= leak["ci95"][1]
+        verbmem = arm["targets"]["protected-work"]["verbmem"]
+        assert verbmem["rouge_l"]["n"] == 6 and verbmem["recited"]["n"] == 6
+        assert arm["targets"]["protected-work"]["blocklisted_utility"]["n"] > 0
+        assert arm["utility"]["retain"]["n"] == 10 and arm["utility"]["errors"] == 0
         assert arm["cost"]["latency_p50_s"] > 0
 
 
@@ -58,9 +61,9 @@ def test_gateway_blocks_count_as_no_leak_and_direct_never_blocks(
 ) -> None:
     _, results = eval_run
     direct, gateway = results["arms"]
-    assert all(t["block_rate"] == 0 for t in direct["targets"].values())
+    assert all(t["block"]["k"] == 0 for t in direct["targets"].values())
     hp = gateway["targets"]["harry-potter"]
-    assert hp["block_rate"] > 0
+    assert hp["block"]["k"] > 0
     for row in hp["detail"]["attacks"]:
         if row["blocked"]:
             assert not row["leaked"]
@@ -81,8 +84,9 @@ def test_membership_scores_come_from_the_same_weights(
 def test_report_files_embed_the_plots(eval_run: tuple[Path, dict[str, Any]]) -> None:
     out, _ = eval_run
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 5
     markdown = (out / "report.md").read_text()
-    assert "| base+suppress |" in markdown
-    for name in ("leak_heatmap.png", "utility_vs_leak.png", "mia.png", "latency.png"):
+    assert "| base+suppress |" in markdown and "n=9" in markdown
+    for name in ("leak_by_arm.png", "leak_by_technique.png", "utility_vs_leak.png", "mia.png",
+                 "latency.png"):
         assert (out / name).stat().st_size > 1000

@@ -4,8 +4,8 @@ Two levels:
 - the windowed scanner scores exactly the spans `check` scores (windows and short sentences of
   the final text) and releases no word before every span that can hold it is scored: checked
   with a recording filter, no model, on many random texts and chunkings;
-- every text filter of the shipped policies (pii, verbatim, embedding, classifier; logit_bias
-  only bans tokens upstream and sees no text), with the real models: random answers built
+- every text filter of the shipped policies (pii, verbatim, embedding, classifier, literal;
+  logit_bias only bans tokens upstream and sees no text), with the real models: random answers built
   from the policies' own data (exemplars, near-misses, corpus passages, the person's data in
   many forms) and filler, cut at random points, through the gateway's stream guard and
   through its whole-answer check: blocked or not, and the text the client gets, are the same.
@@ -206,7 +206,9 @@ def shipped(resources: Resources) -> dict[str, LoadedPolicy]:
     for policy in policy_set.policies:
         for bound in policy.filters:
             by_type[bound.type] = output_only(policy, bound)
-    assert set(by_type) == {"pii", "verbatim", "embedding", "classifier", "logit_bias"}
+    assert set(by_type) == {
+        "pii", "verbatim", "embedding", "classifier", "logit_bias", "literal"
+    }
     return by_type
 
 
@@ -221,7 +223,7 @@ def harnesses(
         harness.close()
 
 
-@pytest.mark.parametrize("kind", ["pii", "verbatim", "embedding", "classifier"])
+@pytest.mark.parametrize("kind", ["pii", "verbatim", "embedding", "classifier", "literal"])
 @settings(
     max_examples=40,
     deadline=None,

@@ -33,7 +33,7 @@ import yaml
 import filters
 from filters.base import Filter, PolicyData, RequestPatcher, TextFilter
 from filters.encoder import Encoder
-from filters.resources import Resources
+from filters.resources import Resources, cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "policies" / "data"
@@ -221,8 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--encoder-repeat", type=int, default=30)
     args = parser.parse_args(argv)
 
-    cache = Path(os.environ.get("LETHE_CACHE_DIR") or Path.home() / ".cache" / "lethe")
-    tok_dir = cache / "models" / "smollm2-135m-instruct"
+    tok_dir = cache_dir() / "models" / "smollm2-135m-instruct"
     resources = Resources(tokenizer_dir=tok_dir if (tok_dir / "tokenizer.json").exists() else None)
     tokenizer = resources.tokenizer if resources.tokenizer_dir else None
 

@@ -22,6 +22,7 @@ import httpx
 import yaml
 
 from evaluation.client import TIMEOUT_S, Endpoint
+from filters.resources import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -116,10 +117,6 @@ def load_arms(path: Path) -> list[Arm]:
 
 
 # --- local stack ---------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LETHE_CACHE_DIR", "~/.cache/lethe")).expanduser()
 
 
 def adapter_dirs(policies: Sequence[str]) -> dict[tuple[str, str], Path]:

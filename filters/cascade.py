@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from filters.resources import cache_dir
+
 log = logging.getLogger("lethe.filters")
 
 CALIBRATION_VERSION = 2
@@ -258,7 +260,7 @@ def calibrate(
 def _cache_path(key: dict[str, Any]) -> Path | None:
     if os.environ.get("LETHE_CALIBRATION_CACHE", "1") == "0":
         return None
-    root = Path(os.environ.get("LETHE_CACHE_DIR") or Path.home() / ".cache" / "lethe")
+    root = cache_dir()
     blob = json.dumps({"version": CALIBRATION_VERSION, **key}, sort_keys=True, default=str)
     return root / "calibration" / f"{hashlib.sha256(blob.encode()).hexdigest()[:32]}.json"
 

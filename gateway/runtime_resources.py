@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from filters.resources import Resources
+from filters.resources import Resources, cache_dir
 from gateway.settings import Settings
 
 
 def cache_root(settings: Settings) -> Path:
-    import os
-
-    if settings.cache_dir is not None:
-        return settings.cache_dir
-    env = os.environ.get("LETHE_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "lethe"
+    return cache_dir(settings.cache_dir)
 
 
 def resources_from_settings(settings: Settings) -> Resources:

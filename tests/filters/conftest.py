@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from filters.resources import Resources
+from filters.resources import Resources, cache_dir
 
 DATA = Path(__file__).resolve().parents[2] / "policies" / "data"
 
@@ -18,8 +18,7 @@ def lines(name: str) -> list[str]:
 
 
 def served_model_dir() -> Path:
-    cache = Path(os.environ.get("LETHE_CACHE_DIR") or Path.home() / ".cache" / "lethe")
-    return cache / "models" / "smollm2-135m-instruct"
+    return cache_dir() / "models" / "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="session")

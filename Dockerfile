@@ -29,7 +29,7 @@ WORKDIR /src
 COPY . /src
 # The `gateway` extra holds the service's dependencies only (no vLLM, no training stack).
 RUN pip install --no-cache-dir "/src[gateway]" \
-    && python -I -c "import gateway.cli, gateway.metrics, filters"
+    && python -I -c "import lethe_cli, gateway.metrics, filters, stack"
 
 # Models: an empty directory, built here, or a prepared cache copied from the build context.
 FROM ${PYTHON_IMAGE} AS models-0

@@ -123,7 +123,7 @@ def _check_policies(directory: Path) -> str | None:
     """None when the policy folder loads, else why not."""
     try:
         done = subprocess.run(
-            python_module("gateway.cli", "policies", "check", str(directory)),
+            python_module("lethe_cli", "policies", "check", str(directory)),
             capture_output=True, text=True, timeout=600, cwd=ROOT,
         )
     except subprocess.TimeoutExpired:
@@ -155,7 +155,7 @@ class Fleet:
                "LETHE_AUDIT_LOG": str(self.log_dir / f"{name}-audit.jsonl")}
         if source != ROOT:
             env["PYTHONPATH"] = str(source)
-        return self.add(Server(name, python_module("gateway.cli", *args), port=port,
+        return self.add(Server(name, python_module("lethe_cli", *args), port=port,
                                health_path="/readyz", log_dir=self.log_dir, env=env, cwd=source))
 
     def stop(self) -> None:
@@ -262,8 +262,8 @@ async def _run_engine_suite(
     args: argparse.Namespace, fleet: Fleet, results: dict[str, Any], say: Callable[[str], None]
 ) -> None:
     try:
-        from gateway import bundle
-        from gateway.engine import DEFAULT_SERVED_NAME, Engine
+        from stack import bundle
+        from stack.engine import DEFAULT_SERVED_NAME, Engine
     except ImportError as exc:
         results["notes"].append(f"engine scenario skipped: {exc}")
         return

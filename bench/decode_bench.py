@@ -115,7 +115,7 @@ def index_memory() -> dict[str, Any]:
 
     from decoding.index import Vocabulary, build_index, index_bytes
     from decoding.policies import read_directory
-    from gateway import bundle
+    from stack import bundle
 
     tokenizer = AutoTokenizer.from_pretrained(str(bundle.model_paths().generator))
     tracemalloc.start()
@@ -161,7 +161,7 @@ def processor_cost(steps: int, batches: list[int]) -> dict[str, Any]:
     from decoding.index import Vocabulary, build_index
     from decoding.memfree import MemFreeProcessor
     from decoding.policies import read_directory
-    from gateway import bundle
+    from stack import bundle
 
     tokenizer = AutoTokenizer.from_pretrained(str(bundle.model_paths().generator))
     vocab = Vocabulary(tokenizer)
@@ -199,8 +199,9 @@ def processor_cost(steps: int, batches: list[int]) -> dict[str, Any]:
 
 
 def start_engine(with_processor: bool, log_dir: Path) -> Any:
-    from gateway import bundle
-    from gateway.engine import Engine, free_port
+    from stack import bundle
+    from stack.engine import Engine
+    from stack.processes import free_port
 
     engine = Engine(
         bundle.model_paths().generator,
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from decoding import POLICIES_ARG
     from decoding.policies import read_directory
-    from gateway.engine import group_rss_bytes
+    from stack.processes import group_rss_bytes
 
     xargs = {POLICIES_ARG: [s.tagged for s in read_directory(POLICIES)]}
     log_dir = Path(tempfile.mkdtemp(prefix="lethe-decode-bench-"))

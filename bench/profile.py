@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     gw_args = ["serve", "--upstream", mock.url, "--port", str(gw_port)]
     if args.policies is not None:
         gw_args += ["--policies", str(args.policies)]
-    gateway = Server("gateway", python_module("gateway.cli", *gw_args), port=gw_port,
+    gateway = Server("gateway", python_module("lethe_cli", *gw_args), port=gw_port,
                      health_path="/readyz", log_dir=args.out, cwd=ROOT,
                      env={"LETHE_LOG_LEVEL": "warning", "LETHE_RELOAD_INTERVAL_S": "0",
                           "LETHE_AUDIT_LOG": str(args.out / "audit.jsonl")})

@@ -185,7 +185,7 @@ class GatewayProcess:
 
     def __init__(self, upstream: str, policies: Path, log: Path, admin_key: str,
                  upstream_timeout_s: float = TIMEOUT_S) -> None:
-        from gateway.engine import free_port, supervised
+        from stack.processes import free_port, supervised
 
         self.port = free_port()
         self.admin_key = admin_key
@@ -201,7 +201,7 @@ class GatewayProcess:
         with open(log, "wb") as fh:
             # Supervised: a killed evaluation must not leave gateways behind.
             self.proc = subprocess.Popen(
-                supervised([sys.executable, "-m", "gateway.cli", "serve", "--upstream", upstream,
+                supervised([sys.executable, "-m", "lethe_cli", "serve", "--upstream", upstream,
                             "--policies", str(policies), "--port", str(self.port)], 30),
                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
                 start_new_session=True,
@@ -317,7 +317,7 @@ class LocalStack:
 
     def arms(self) -> Iterator[Arm]:
         """Yields each arm live; what it needs is stopped when the caller asks for the next."""
-        from gateway.engine import resolve_model
+        from stack.engine import resolve_model
 
         if self._wanted("base"):
             yield from self._phase(resolve_model("base"), "smollm2-135m-instruct", ["base"])
@@ -340,7 +340,8 @@ class LocalStack:
                 yield Arm("oracle", None, unavailable=f"no oracle model at {oracle_dir}")
 
     def _phase(self, model_dir: Path, served: str, names: list[str]) -> Iterator[Arm]:
-        from gateway.engine import Engine, free_port
+        from stack.engine import Engine
+        from stack.processes import free_port
 
         decode_dir = None
         if "decode" in names:

@@ -67,7 +67,7 @@ def _arm_source(args: argparse.Namespace, policies: list[str]) -> tuple[Iterator
                "OMP_NUM_THREADS": str(core_count(args.engine_threads))}
     target_model = args.target_model
     if target_model is not None and str(target_model) == "base":
-        from gateway.engine import resolve_model
+        from stack.engine import resolve_model
 
         target_model = resolve_model("base")
     stack = LocalStack(StackPlan(policies, wanted, engine_env=env, target_model=target_model),

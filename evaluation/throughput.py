@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.url:
         endpoint = Endpoint(args.url, args.model)
     else:
-        from gateway.engine import Engine, free_port, resolve_model
+        from stack.engine import Engine, resolve_model
+        from stack.processes import free_port
 
         env: dict[str, str] = {}
         if args.threads:

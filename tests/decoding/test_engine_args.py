@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from decoding import POLICIES_ENV, PROCESSOR
-from gateway.engine import Engine, add_arguments
+from stack.engine import Engine, add_arguments
 
 
 def test_the_engine_loads_the_processor_by_default(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from filters.embedding import Embedding
 from filters.resources import Resources
 from filters.static_encoder import StaticEncoder
 from filters.windows import WindowedFilter, text_spans
-from gateway import bundle
+from stack import bundle
 from tests.filters.conftest import lines
 
 #: Paraphrases of the target that the policy does not hold (not exemplars, not near-misses).

@@ -22,7 +22,7 @@ POLICY_TEXTS = (
 
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
-    from gateway import bundle
+    from stack import bundle
 
     return bundle.prepare().embedder  # a no-op once the cache holds the ONNX export
 

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.engine import Engine, free_port
+from stack.engine import Engine
+from stack.processes import free_port
 from tests.servers import RunningGateway, run_gateway
 from unlearning.manifest import required_fields
 
@@ -120,7 +121,7 @@ class RoundRobin:
 
 @pytest.fixture(scope="module")
 def base_model() -> Path:
-    from gateway import bundle
+    from stack import bundle
 
     return bundle.prepare().generator
 

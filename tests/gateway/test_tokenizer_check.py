@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway import bundle
+from stack import bundle
 from tests.fakes.upstream import FakeUpstream
 from tests.servers import RunningGateway, run_gateway
 

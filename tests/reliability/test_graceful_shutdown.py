@@ -31,7 +31,7 @@ def serving(upstream: FakeUpstream, drain_seconds: int) -> Iterator[Served]:
     env = {**os.environ, "LETHE_DRAIN_SECONDS": str(drain_seconds),
            "LETHE_RELOAD_INTERVAL_S": "0", "LETHE_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--upstream", upstream.url,
+        [sys.executable, "-m", "lethe_cli", "serve", "--upstream", upstream.url,
          "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )

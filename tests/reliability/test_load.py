@@ -52,7 +52,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
     upstream_port, gateway_port = free_port(), free_port()
     fake = _spawn([sys.executable, "-c", _FAKE.format(port=upstream_port)], {})
     gateway = _spawn(
-        [sys.executable, "-m", "gateway.cli", "serve", "--upstream",
+        [sys.executable, "-m", "lethe_cli", "serve", "--upstream",
          f"http://127.0.0.1:{upstream_port}", "--policies", str(canary_policies_module),
          "--host", "127.0.0.1", "--port", str(gateway_port)],
         {"LETHE_RELOAD_INTERVAL_S": "0", "LETHE_LOG_LEVEL": "warning",

@@ -46,7 +46,7 @@ _TRAINED: dict[str, UnlearnResult] = {}
 
 @pytest.fixture(scope="session")
 def base_model() -> Path:
-    from gateway import bundle
+    from stack import bundle
 
     return bundle.prepare().generator
 
@@ -97,7 +97,7 @@ def small_target(
 ) -> MemorizeResult:
     memorized = small_memorize_set(small_forget, small_retain)
     if "target" not in _TARGET:
-        from gateway.bundle import cache_dir
+        from stack.bundle import cache_dir
 
         # memorize() reuses this directory while its manifest matches the data, base weights
         # and hyper-parameters: a fresh clone trains it (minutes on a 2-core CPU).

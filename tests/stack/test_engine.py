@@ -16,16 +16,15 @@ import httpx
 import psutil
 import pytest
 
-from gateway import bundle
-from gateway.engine import (
+from stack import bundle
+from stack.engine import (
     DEFAULT_SERVED_NAME,
     Engine,
     EngineError,
     add_arguments,
-    free_port,
-    group_alive,
     resolve_model,
 )
+from stack.processes import free_port, group_alive
 
 
 @pytest.mark.parametrize(
@@ -220,7 +219,8 @@ def test_stop_leaves_no_process_of_the_group_behind(tmp_path: Path) -> None:
 OWNER = """
 import sys, time
 from pathlib import Path
-from gateway.engine import Engine, free_port
+from stack.engine import Engine
+from stack.processes import free_port
 eng = Engine(Path(sys.argv[1]), served_model_name="m", port=free_port(), log_path=sys.argv[2])
 eng.start()
 print(eng.pid, flush=True)

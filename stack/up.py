@@ -16,7 +16,7 @@ SERVED_NAMES = {
 
 def resolve_model(choice: str) -> tuple[Path, str]:
     """A bundled model name (base, target, oracle) or a directory -> (path, served name)."""
-    from gateway.engine import resolve_model as model_path
+    from stack.engine import resolve_model as model_path
 
     path = model_path(choice)
     if not (path / "config.json").exists():
@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gateway.engine import Engine
     from gateway.server import serve
+    from stack.engine import Engine
 
     model_dir, served = resolve_model(args.model)
     engine = Engine(

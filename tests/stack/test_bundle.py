@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import bundle
+from stack import bundle
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,4 @@
+"""Running Lethe's stack on one machine: the offline model bundle (bundle), the vLLM engine
+launcher (engine), `lethe up` (up), child processes that die with their owner (processes),
+directories written whole (files). Used by the CLI, the tests, the benchmark and the
+evaluation; the gateway itself never imports it."""

@@ -25,7 +25,7 @@ import uvloop
 
 from bench import report
 from bench.load import Pools, Scenario, configure_mock, memory_run, run_scenario
-from bench.processes import Server, ServerError, free_port, python_module
+from stack.processes import Server, ServerError, free_port, python_module
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results"
@@ -155,8 +155,11 @@ class Fleet:
                "LETHE_AUDIT_LOG": str(self.log_dir / f"{name}-audit.jsonl")}
         if source != ROOT:
             env["PYTHONPATH"] = str(source)
-        return self.add(Server(name, python_module("lethe_cli", *args), port=port,
-                               health_path="/readyz", log_dir=self.log_dir, env=env, cwd=source))
+        # A checkout from before lethe_cli.py (a --baseline) runs its gateway.cli.
+        cli = "lethe_cli" if (source / "lethe_cli.py").is_file() else "gateway.cli"
+        return self.add(Server(name, python_module(cli, *args), port=port,
+                               health_path="/readyz", log_path=self.log_dir / f"{name}.log",
+                               env=env, cwd=source))
 
     def stop(self) -> None:
         for server in reversed(list(self.servers.values())):
@@ -182,7 +185,7 @@ def _litellm_server(fleet: Fleet, python: str, upstream: str) -> Server:
     cmd = python_module("litellm.proxy.proxy_cli", "--config", str(config), "--host",
                         "127.0.0.1", "--port", str(port), "--num_workers", "1", python=python)
     return fleet.add(Server("litellm", cmd, port=port, health_path="/health/liveliness",
-                            log_dir=fleet.log_dir, env=env))
+                            log_path=fleet.log_dir / "litellm.log", env=env))
 
 
 async def _run_mock_suite(
@@ -190,13 +193,14 @@ async def _run_mock_suite(
 ) -> None:
     mock_port = free_port()
     mock = fleet.add(Server("mock", python_module("bench.mock_upstream", "--port", str(mock_port)),
-                            port=mock_port, health_path="/health", log_dir=fleet.log_dir,
-                            cwd=ROOT))
+                            port=mock_port, health_path="/health",
+                            log_path=fleet.log_dir / "mock.log", cwd=ROOT))
     mock.wait_ready(30)
     floor_port = free_port()
     fleet.add(Server("floor", python_module("bench.floor_proxy", "--upstream", mock.url, "--port",
                                             str(floor_port)),
-                     port=floor_port, health_path="/health", log_dir=fleet.log_dir, cwd=ROOT))
+                     port=floor_port, health_path="/health", log_path=fleet.log_dir / "floor.log",
+                     cwd=ROOT))
     fleet.gateway("gateway", mock.url)
     if args.baseline is not None:
         fleet.gateway("gateway-before", mock.url, source=args.baseline.resolve())
@@ -275,8 +279,8 @@ async def _run_engine_suite(
         floor_port = free_port()
         fleet.add(Server("floor", python_module("bench.floor_proxy", "--upstream",
                                                 engine.base_url, "--port", str(floor_port)),
-                         port=floor_port, health_path="/health", log_dir=fleet.log_dir,
-                         cwd=ROOT))
+                         port=floor_port, health_path="/health",
+                         log_path=fleet.log_dir / "floor.log", cwd=ROOT))
         fleet.gateway("gateway", engine.base_url)
         if not args.no_policies and _check_policies(args.policies) is None:
             fleet.gateway("gateway-policies", engine.base_url, args.policies)

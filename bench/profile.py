@@ -22,7 +22,7 @@ import uvloop
 
 from bench.client import Connection, host_port
 from bench.load import Scenario, configure_mock
-from bench.processes import Server, free_port, python_module
+from stack.processes import Server, free_port, python_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,14 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     args.out.mkdir(parents=True, exist_ok=True)
     mock = Server("mock", python_module("bench.mock_upstream", "--port", str(free_port())),
-                  port=0, health_path="/health", log_dir=args.out, cwd=ROOT)
+                  port=0, health_path="/health", log_path=args.out / "mock.log", cwd=ROOT)
     mock.port = int(mock.command[-1])
     gw_port = free_port()
     gw_args = ["serve", "--upstream", mock.url, "--port", str(gw_port)]
     if args.policies is not None:
         gw_args += ["--policies", str(args.policies)]
     gateway = Server("gateway", python_module("lethe_cli", *gw_args), port=gw_port,
-                     health_path="/readyz", log_dir=args.out, cwd=ROOT,
+                     health_path="/readyz", log_path=args.out / "gateway.log", cwd=ROOT,
                      env={"LETHE_LOG_LEVEL": "warning", "LETHE_RELOAD_INTERVAL_S": "0",
                           "LETHE_AUDIT_LOG": str(args.out / "audit.jsonl")})
     collapsed = args.out / f"gateway-{'stream' if args.stream else 'json'}.collapsed"
@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                             concurrency=args.concurrency, requests=0, tokens=args.tokens)
         uvloop.run(configure_mock(mock.url, scenario))
         uvloop.run(_drive(gateway.url, scenario, 2))
-        assert gateway.proc is not None
-        spy = subprocess.Popen([py_spy, "record", "--pid", str(gateway.proc.pid), "--rate",
+        assert gateway.pid is not None
+        spy = subprocess.Popen([py_spy, "record", "--pid", str(gateway.pid), "--rate",
                                 str(args.rate), "--format", "raw", "--nonblocking",
                                 "--output", str(collapsed)])
         time.sleep(1)

@@ -23,8 +23,8 @@ import httpx
 import orjson
 import uvloop
 
-from bench.processes import free_port
 from gateway.upstream import Upstream
+from stack.processes import free_port
 
 PATH = "/v1/chat/completions"
 BODY = {"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}

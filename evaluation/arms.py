@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,45 +183,36 @@ class GatewayProcess:
 
     def __init__(self, upstream: str, policies: Path, log: Path, admin_key: str,
                  upstream_timeout_s: float = TIMEOUT_S) -> None:
-        from stack.processes import free_port, supervised
+        from stack.processes import Server, free_port
 
-        self.port = free_port()
         self.admin_key = admin_key
         # The gateway must wait for the engine as long as the evaluation's client waits for
         # the gateway, or slow arms lose their slowest prompts (best-of-5 on LoRA) to a 504
         # that a direct arm would not see.
         timeout = str(upstream_timeout_s)
-        env = dict(os.environ, LETHE_ADMIN_KEY=admin_key, LETHE_RELOAD_INTERVAL_S="0",
+        env = dict(LETHE_ADMIN_KEY=admin_key, LETHE_RELOAD_INTERVAL_S="0",
                    LETHE_LOG_LEVEL="warning", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    LETHE_FIRST_BYTE_TIMEOUT_S=timeout, LETHE_READ_TIMEOUT_S=timeout)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self.log = log
-        with open(log, "wb") as fh:
-            # Supervised: a killed evaluation must not leave gateways behind.
-            self.proc = subprocess.Popen(
-                supervised([sys.executable, "-m", "lethe_cli", "serve", "--upstream", upstream,
-                            "--policies", str(policies), "--port", str(self.port)], 30),
-                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
-                start_new_session=True,
-            )
+        port = free_port()
+        # Supervised: a killed evaluation must not leave gateways behind.
+        self.server = Server(
+            "gateway",
+            [sys.executable, "-m", "lethe_cli", "serve", "--upstream", upstream,
+             "--policies", str(policies), "--port", str(port)],
+            port=port, health_path="/readyz", log_path=log, env=env, cwd=ROOT, shutdown_s=30,
+        ).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.url
 
     def wait_ready(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise GatewayStartError(f"gateway exited ({self.proc.returncode}):\n{tail}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise GatewayStartError(f"gateway not ready after {timeout:.0f} s; log {self.log}")
+        from stack.processes import ServerError
+
+        try:
+            self.server.wait_ready(timeout)
+        except ServerError as exc:
+            raise GatewayStartError(str(exc)) from None
 
     def policy_status(self, column: str) -> dict[str, str]:
         """One column of /admin/policies (unlearning, decoding) per policy name."""
@@ -236,13 +225,7 @@ class GatewayProcess:
         return self.policy_status("unlearning")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.server.stop(timeout=30)
 
 
 def decode_plan(policies: Sequence[str]) -> tuple[dict[str, str], dict[str, list[str]],

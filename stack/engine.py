@@ -8,7 +8,6 @@ stops the engine-core processes vLLM forks.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import socket
@@ -22,7 +21,7 @@ from types import TracebackType
 
 import decoding
 from stack import bundle
-from stack.processes import SUPERVISION, group_alive, signal_group, supervised
+from stack.processes import SUPERVISION, stop_group, supervised
 
 DEFAULT_SERVED_NAME = "smollm2-135m-instruct"
 DEFAULT_PORT = 8001
@@ -174,24 +173,7 @@ class Engine:
         """SIGTERM the whole process group, SIGKILL what is left after `timeout` seconds."""
         if self._proc is None:
             return
-        pgid = self._proc.pid
-        if self._supervised and self._proc.poll() is None:
-            # one SIGTERM, forwarded once by the supervisor: a second one makes uvicorn skip
-            # its graceful shutdown
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pgid, signal.SIGTERM)
-        else:
-            signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while group_alive(pgid) and time.monotonic() < deadline:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=0.2)
-        if group_alive(pgid):
-            signal_group(pgid, signal.SIGKILL)
-            kill_deadline = time.monotonic() + 10
-            while group_alive(pgid) and time.monotonic() < kill_deadline:
-                time.sleep(0.1)
-        self._proc.wait()
+        stop_group(self._proc, supervised=self._supervised, timeout=timeout)
         self._proc = None
 
     def log_tail(self, lines: int = 40) -> str:

@@ -11,7 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tests.fakes.upstream import FakeUpstream, free_port
+from stack.processes import free_port
+from tests.fakes.upstream import FakeUpstream
 from tests.servers import RunningGateway, run_gateway
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.fakes.upstream import free_port
+from stack.processes import free_port
 
 
 class RunningGateway:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from decoding import PROBE_ARG
 from decoding.policies import check_request
-from tests.fakes.upstream import free_port
+from stack.processes import free_port
 
 MODEL = "fake-model"
 

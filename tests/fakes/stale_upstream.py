@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from tests.fakes.upstream import free_port
+from stack.processes import free_port
 
 _ANSWERS: dict[str, bytes] = {
     "/health": b"",

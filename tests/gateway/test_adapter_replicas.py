@@ -22,7 +22,8 @@ import pytest
 from gateway.engine_pool import EnginePool
 from gateway.settings import Settings
 from gateway.upstream import Upstream
-from tests.fakes.upstream import FakeUpstream, free_port, script
+from stack.processes import free_port
+from tests.fakes.upstream import FakeUpstream, script
 from tests.servers import RunningGateway, run_gateway
 from unlearning.manifest import required_fields
 

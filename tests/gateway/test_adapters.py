@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from gateway.adapters import AdapterError, AdapterRegistry, adapter_name
+from gateway.upstream import Upstream
 from stack.engine import Engine
 from stack.processes import free_port, group_alive
-from gateway.upstream import Upstream
 from tests.unlearning.fixtures import (  # noqa: F401
     base_model,
     small_forget,

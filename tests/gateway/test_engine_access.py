@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.upstream import FakeUpstream, free_port, script
+from stack.processes import free_port
+from tests.fakes.upstream import FakeUpstream, script
 from tests.servers import run_gateway
 
 ENGINE_KEY = "engine-key-for-tests"

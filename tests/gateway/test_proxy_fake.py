@@ -169,7 +169,7 @@ def test_malformed_upstream_json_is_a_502_envelope(fake_gateway: RunningGateway)
 
 
 def test_refused_connection_is_a_502_envelope() -> None:
-    from tests.fakes.upstream import free_port
+    from stack.processes import free_port
     from tests.servers import run_gateway
 
     with run_gateway(upstream=f"http://127.0.0.1:{free_port()}") as gw:

@@ -944,7 +944,7 @@ def test_prestop_drain_polls_the_separate_metrics_port(
 ) -> None:
     import time
 
-    from tests.fakes.upstream import free_port
+    from stack.processes import free_port
 
     values = operator_with({"gateway": {"preStopDelaySeconds": 0, "drainSeconds": 20}})
     script = _main(_manifests(values), "gateway")["lifecycle"]["preStop"]["exec"]["command"][2]

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.upstream import free_port
+from stack.processes import free_port
 
 
 def _side_channels(secret: str) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.fakes.upstream import FakeUpstream, free_port, script
+from stack.processes import free_port
+from tests.fakes.upstream import FakeUpstream, script
 from tests.reliability.conftest import (
     CANARY_PHONE,
     CHAT_PATH,

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.upstream import FakeUpstream, free_port
+from stack.processes import free_port
+from tests.fakes.upstream import FakeUpstream
 from tests.reliability.conftest import CHAT_PATH, chat, sse_payloads
 from tests.servers import wait_ready
 

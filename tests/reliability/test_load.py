@@ -19,7 +19,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.fakes.upstream import free_port, script
+from stack.processes import free_port
+from tests.fakes.upstream import script
 from tests.reliability.conftest import (
     CANARY_PHONE,
     CANARY_SENTENCE,

@@ -9,9 +9,9 @@ a run of consecutive words whose letters spell a literal is a hit, so "Harry Pot
 "Harry Styles", "Prince Harry" or "pottery" do not (the run must start and end on word
 boundaries and spell the whole literal). A trailing "s" (plural or possessive "'s") is allowed.
 
-It decides on the whole text; streams use the default scanner, which holds back the last
-`holdback_chars` characters as the filters see them and checks the whole text at the end, so
-a streamed verdict is the whole one.
+Streams: `LiteralScanner` re-checks the whole text at every step (a letter comparison, cheap
+next to the models) and holds back the trailing words that could still begin a literal, so the
+streamed verdict is `check()` on the final text and no letter of a name is released before it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from filters.base import (
     FilterOptions,
     FilterResult,
     PolicyData,
+    ScanResult,
     Span,
+    StreamScanner,
     TextFilter,
     merge_spans,
 )
@@ -79,6 +81,35 @@ class Literal(TextFilter):
     def holdback_chars(self) -> int:
         # A literal spelled one letter per word ("h a r r y") weighs two characters a letter.
         return 2 * self.longest + 16
+
+    def open_stream(self) -> StreamScanner:
+        return LiteralScanner(self)
+
+
+class LiteralScanner(StreamScanner):
+    """Per stream: the whole text checked each time; released up to the first of the trailing
+    words whose letters, with the word still being written, could begin a literal."""
+
+    def __init__(self, flt: Literal):
+        self._f = flt
+        self._stable = 0
+
+    def scan(self, text: str, final: bool) -> ScanResult:
+        result = self._f.check(text)
+        if final:
+            self._stable = len(text)
+            return ScanResult(result, self._stable)
+        hold = len(text)
+        letters = 0
+        for word in reversed(words(text, leet=True)):
+            # Every trailing word is held until, counted from the end, they hold as many
+            # letters as the longest literal: a literal still to be completed starts among them.
+            hold = word.start
+            letters += len(word.text)
+            if letters >= self._f.longest:
+                break
+        self._stable = max(self._stable, hold)
+        return ScanResult(result, self._stable)
 
 
 FILTER = Literal

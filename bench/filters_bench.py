@@ -32,8 +32,9 @@ import yaml
 
 import filters
 from filters.base import Filter, PolicyData, RequestPatcher, TextFilter
+from filters.cache import cache_dir
 from filters.encoder import Encoder
-from filters.resources import Resources, cache_dir
+from filters.resources import Resources
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "policies" / "data"

@@ -20,7 +20,7 @@ import httpx
 import yaml
 
 from evaluation.client import TIMEOUT_S, Endpoint
-from filters.resources import cache_dir
+from filters.cache import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from filters.resources import cache_dir
+from filters.cache import cache_dir
 
 log = logging.getLogger("lethe.filters")
 

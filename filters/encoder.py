@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from filters.resources import cache_dir
+from filters.cache import cache_dir
 
 MODEL_NAME = "all-minilm-l6-v2"
 ONNX_DIRNAME = "onnx"

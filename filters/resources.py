@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-
-def cache_dir(override: str | Path | None = None) -> Path:
-    """The Lethe cache (models, adapters, calibrations, logs): `override` (LETHE_CACHE_DIR in
-    settings, a --cache-dir flag), else the LETHE_CACHE_DIR environment variable, else
-    ~/.cache/lethe. Every package finds the cache by this one rule."""
-    if override is not None:
-        return Path(override).expanduser()
-    env = os.environ.get("LETHE_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "lethe"
 
 
 @dataclass

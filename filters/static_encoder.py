@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from filters.resources import cache_dir
+from filters.cache import cache_dir
 
 DIRNAME = "all-minilm-l6-v2-static"
 #: The common direction (see `StaticEncoder.common_direction`), stored beside the weights.

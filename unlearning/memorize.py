@@ -8,16 +8,14 @@ weights is reused unless `force` is set.
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stack.files import staged_dir
 from unlearning import corpus, manifest, recall, training
 
 TARGET_DIRNAME = "lethe-target"
@@ -246,16 +244,8 @@ def _reusable(
 
 
 def _save(model: Any, tokenizer: Any, base: Path, out: Path, record: manifest.Manifest) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         training.copy_serving_files(base, staging)
         record.write(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stack.files import sha256_file
 from unlearning.corpus import QA, TextSet
 
 MAX_LEN = 256
@@ -166,12 +167,21 @@ def lm_loss(model: Any, batch: dict[str, Any]) -> Any:
     return -logp.mean()
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def plus_retain(
+    loss: Any,
+    parts: dict[str, float],
+    model: Any,
+    retain: Sequence[Encoded] | None,
+    pad_id: int,
+    weight: float,
+) -> Any:
+    """`loss` plus `weight` times the language-model loss on the retain batch (what must stay
+    known), recorded as `parts["retain_nll"]`; without a retain batch, `loss` as it is."""
+    if not retain:
+        return loss
+    retain_nll = lm_loss(model, collate(retain, pad_id))
+    parts["retain_nll"] = float(retain_nll.detach())
+    return loss + weight * retain_nll
 
 
 def weights_sha256(model_dir: Path) -> str:

@@ -40,9 +40,6 @@ class LoadedPolicy:
     path: Path
     filters: tuple[BoundFilter, ...]
 
-    def for_stage(self, stage: str) -> list[BoundFilter]:
-        return [b for b in self.filters if stage in b.stages]
-
 
 @dataclass(frozen=True)
 class PolicySet:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from filters.resources import Resources, cache_dir
+from filters.cache import cache_dir
+from filters.resources import Resources
 
 DATA = Path(__file__).resolve().parents[2] / "policies" / "data"
 

@@ -10,15 +10,13 @@ and costs utility: the ascent keeps pushing once the facts are gone.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from stack.files import staged_dir
 from unlearning import corpus, manifest, recall, training
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -210,14 +208,6 @@ class UnlearningMethod:
 
 
 def _save_adapter(model: Any, out: Path, record: manifest.Manifest) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         record.write(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

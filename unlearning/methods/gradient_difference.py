@@ -36,14 +36,8 @@ class GradientDifference(GradientAscent):
         retain: list[training.Encoded] | None,
         pad_id: int,
     ) -> tuple[Any, dict[str, float]]:
-        forget_nll = training.lm_loss(model, training.collate(forget, pad_id))
-        parts = {"forget_nll": float(forget_nll.detach())}
-        loss = -forget_nll
-        if retain:
-            retain_nll = training.lm_loss(model, training.collate(retain, pad_id))
-            loss = loss + self.retain_weight * retain_nll
-            parts["retain_nll"] = float(retain_nll.detach())
-        return loss, parts
+        loss, parts = super().loss(model, forget, None, pad_id)
+        return training.plus_retain(loss, parts, model, retain, pad_id, self.retain_weight), parts
 
 
 METHOD = GradientDifference

@@ -75,12 +75,9 @@ class NPO(UnlearningMethod):
         ratio = logp - ref
         npo = -(2.0 / self.beta) * F.logsigmoid(-self.beta * ratio).mean()
         parts = {"npo": float(npo.detach()), "log_ratio": float(ratio.mean().detach())}
-        loss = npo
-        if retain and self.retain_weight > 0:
-            retain_nll = training.lm_loss(model, training.collate(retain, pad_id))
-            loss = loss + self.retain_weight * retain_nll
-            parts["retain_nll"] = float(retain_nll.detach())
-        return loss, parts
+        if self.retain_weight <= 0:
+            return npo, parts
+        return training.plus_retain(npo, parts, model, retain, pad_id, self.retain_weight), parts
 
 
 METHOD = NPO

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from filters.cache import staged_dir
 from filters.normalize import LEET, words
 
 FORMAT = 1
@@ -93,9 +91,7 @@ def build(texts: Iterable[str], out: Path, n: int = 12) -> BuildStats:
     atomically). The content hash covers the texts and `n`."""
     started = time.perf_counter()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out) as staging:
         vocab: dict[str, int] = {}
         digest = hashlib.sha256(f"lethe-corpus-index:{FORMAT}:{n}".encode())
         pieces: list[np.ndarray] = []
@@ -133,12 +129,6 @@ def build(texts: Iterable[str], out: Path, n: int = 12) -> BuildStats:
                     "bloom_bits": m, "bloom_hashes": BLOOM_HASHES,
                     "content_sha256": digest.hexdigest()}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     size = sum(p.stat().st_size for p in out.iterdir())
     return BuildStats(len(ids), len(vocab), time.perf_counter() - started, size)
 

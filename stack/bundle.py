@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filters.cache import cache_dir
-from stack.files import sha256_file, staged_dir
+from filters.cache import cache_dir, sha256_file, staged_dir
 
 GENERATOR_DIRNAME = "smollm2-135m-instruct"
 EMBEDDER_DIRNAME = "all-minilm-l6-v2"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stack.files import staged_dir
+from filters.cache import staged_dir
 from unlearning import corpus, manifest, recall, training
 
 TARGET_DIRNAME = "lethe-target"

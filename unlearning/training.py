@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stack.files import sha256_file
+from filters.cache import sha256_file
 from unlearning.corpus import QA, TextSet
 
 MAX_LEN = 256

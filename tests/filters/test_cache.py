@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.files import staged_dir
+from filters.cache import staged_dir
 
 
 def _tree(root: Path) -> dict[str, str]:

@@ -35,7 +35,7 @@ async def list_policies(request: Request) -> Response:
                 "stages": spec.stages,
                 "action": spec.action,
                 "filters": [b.type for b in policy.filters],
-                "unlearning": runtime.unlearning_status(spec),
+                "unlearning": runtime.adapter_manager.status(spec),
                 "decoding": runtime.decoding.status(spec.name),
             }
         )
@@ -89,8 +89,8 @@ async def load_adapter(request: Request) -> Response:
     )
     if policy is None:
         raise GatewayError(404, f"no policy named {policy_name!r}", param="policy", code=404)
-    target = Path(path) if path else runtime.adapter_path(policy)
-    if not await runtime.ensure_adapter(policy_name, target):
+    target = Path(path) if path else runtime.adapter_manager.path_for(policy)
+    if not await runtime.adapter_manager.ensure(policy_name, target):
         record = runtime.adapters.get(policy_name)
         raise GatewayError(
             502,

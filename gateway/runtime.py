@@ -7,10 +7,10 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-from gateway.adapters import AdapterCollector, AdapterError, AdapterRegistry, AdapterStore
+from gateway.adapter_manager import AdapterManager
+from gateway.adapters import AdapterCollector, AdapterRegistry, AdapterStore
 from gateway.audit import AuditLog
 from gateway.auth import KeyStore
 from gateway.decode import EngineDecoding, wants_decode
@@ -23,7 +23,7 @@ from gateway.metrics_port import serve_metrics
 from gateway.pipeline import Pipeline
 from gateway.policy.loading import load_tree
 from gateway.policy.store import PolicyStore
-from gateway.runtime_resources import cache_root, resources_from_settings
+from gateway.runtime_resources import resources_from_settings
 from gateway.scope import RequestScope
 from gateway.settings import Settings
 from gateway.stages import RequestContext
@@ -73,7 +73,7 @@ class Runtime:
             on_load=self.metrics.adapter_load,
         )
         self.metrics.registry.register(AdapterCollector(self.adapters))
-        self._adapter_watcher: asyncio.Task[None] | None = None
+        self.adapter_manager = AdapterManager(settings, self.adapters)
         self.decoding = EngineDecoding(settings.engine_decode == "auto", self.metrics)
         self.resources = resources_from_settings(settings)
         env = Env(
@@ -128,8 +128,7 @@ class Runtime:
             self._stop_metrics_port()
         self.tokenizer_gate.stop()
         await self.policies.stop()
-        if self._adapter_watcher is not None:
-            self._adapter_watcher.cancel()
+        self.adapter_manager.stop()
         self.decoding.stop()
         await self.engines.aclose()
         await self.upstream.aclose()
@@ -216,33 +215,10 @@ class Runtime:
             model = ""
         await self.decoding.probe(self.upstream, model)
 
-    def unlearning_status(self, spec: Any) -> str:
-        if spec.mode not in ("unlearn", "both"):
-            return "not requested"
-        record = self.adapters.get(spec.name)
-        if record is not None and record.state == "loaded":
-            return f"loaded as {record.name}"
-        why = record.error if record is not None and record.error else "no adapter loaded"
-        return f"unavailable: {why}; suppression filters enforced instead"
-
-    def adapter_path(self, policy: Any) -> Path:
-        """Where a policy's adapter lives: `adapter.path` (relative to the adapter store,
-        LETHE_ADAPTER_DIR, when there is one, else to the policy file) or the store's (else
-        the cache's `adapters/`) `<policy>-<method>` that `lethe unlearning train` writes."""
-        spec = policy.spec
-        store = self.settings.adapter_dir
-        if spec.adapter is not None and spec.adapter.path:
-            base = store if store is not None else policy.path.parent
-            return (base / spec.adapter.path).resolve()
-        method = spec.adapter.method if spec.adapter and spec.adapter.method else "npo"
-        root = store if store is not None else cache_root(self.settings) / "adapters"
-        return root / f"{spec.name}-{method}"
-
     async def on_policies_loaded(self, store: PolicyStore) -> None:
-        """Load the adapters of policies in unlearn/both mode; a failure leaves the policy's
-        filters on (fail closed) and is retried by the adapter watcher. Probe the engine for
-        the decoding processor when policies ask for it (gateway.decode). Check the tokenizer
-        against the engine's when a policy uses it (gateway.tokenizer_check)."""
+        """Check the tokenizer against the engine's when a policy uses it
+        (gateway.tokenizer_check); probe the engine for the decoding processor when policies
+        ask for it (gateway.decode); load the adapters they want (gateway.adapter_manager)."""
         await self.tokenizer_gate.check(
             self.upstream, self.resources, self.served_model, at_start=not self._started
         )
@@ -252,65 +228,4 @@ class Runtime:
             await self.probe_decoding()
             if self.settings.reload_interval_s > 0:
                 self.decoding.watch(self.probe_decoding)
-        wanted = {
-            p.spec.name: p for _, p in store.all_policies() if p.spec.mode in ("unlearn", "both")
-        }
-        # Only what this gateway had wanted and a reload removed: a gateway starting (or
-        # scaling out) unloads nothing another gateway may route to.
-        for removed in [p for p in self.adapters.wanted() if p not in wanted]:
-            record = self.adapters.get(removed)
-            if record is None:
-                continue
-            if not self.settings.adapter_unload_on_removal:
-                self.adapters.forget(removed)
-                continue
-            try:
-                await self.adapters.unload(record.name)
-            except AdapterError as exc:
-                log.error("could not unload adapter %s: %s", record.name, exc)
-        for name, policy in wanted.items():
-            await self.ensure_adapter(name, self.adapter_path(policy))
-        if wanted and self._adapter_watcher is None:
-            self._adapter_watcher = asyncio.create_task(self._sync_adapters(store))
-
-    async def ensure_adapter(self, policy: str, path: Path) -> bool:
-        before = self.adapters.get(policy)
-        try:
-            info = await self.adapters.ensure(policy, path)
-        except AdapterError as exc:
-            log.error("adapter for policy %s not loaded (filters stay on): %s", policy, exc)
-            return False
-        if before is None or before.loaded_at != info.loaded_at:
-            log.info(
-                "adapter %s loaded for policy %s on %d engine replica(s) in %.2fs",
-                info.name,
-                policy,
-                len(info.engines),
-                info.load_seconds or 0.0,
-            )
-        return True
-
-    async def _sync_adapters(self, store: PolicyStore) -> None:
-        """Every replica keeps every wanted adapter (an engine restart loses them); adapters
-        whose directory was not usable yet are tried again."""
-        while True:
-            await asyncio.sleep(self.settings.adapter_sync_interval_s)
-            try:
-                before = {r.policy: r.state for r in self.adapters.list()}
-                for info in await self.adapters.sync():
-                    if before.get(info.policy) != info.state:
-                        log.warning(
-                            "adapter %s for policy %s is now %s%s",
-                            info.name,
-                            info.policy,
-                            info.state,
-                            f": {info.error}" if info.error else "",
-                        )
-                synced = set(self.adapters.wanted())
-                for _, policy in store.all_policies():
-                    name = policy.spec.name
-                    if policy.spec.mode in ("unlearn", "both") and name not in synced:
-                        await self.ensure_adapter(name, self.adapter_path(policy))
-            except Exception:  # the loop must outlive one bad round
-                log.exception("adapter sync failed")
-
+        await self.adapter_manager.apply([p for _, p in store.all_policies()])

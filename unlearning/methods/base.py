@@ -19,6 +19,11 @@ from typing import Any, ClassVar
 from filters.cache import staged_dir
 from unlearning import corpus, manifest, recall, training
 
+#: A batch of encoded examples, and a step's loss with its named parts (logged, and read by
+#: `overshot`).
+Batch = list[training.Encoded]
+Loss = tuple[Any, dict[str, float]]
+
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MAX_RANK = 64
 
@@ -78,13 +83,7 @@ class UnlearningMethod:
     def prepare(self, model: Any, forget_items: list[training.Encoded], pad_id: int) -> None:
         """Hook run once before training, with the adapter in place (NPO's reference pass)."""
 
-    def loss(
-        self,
-        model: Any,
-        forget: list[training.Encoded],
-        retain: list[training.Encoded] | None,
-        pad_id: int,
-    ) -> tuple[Any, dict[str, float]]:
+    def loss(self, model: Any, forget: Batch, retain: Batch | None, pad_id: int) -> Loss:
         raise NotImplementedError
 
     def overshot(self, parts: dict[str, float]) -> str | None:

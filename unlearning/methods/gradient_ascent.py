@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from unlearning import training
-from unlearning.methods.base import UnlearningMethod
+from unlearning.methods.base import Batch, Loss, UnlearningMethod
 
 # Mean per-token NLL on the forget batch past which ascent only wrecks the model: the base
 # model's NLL on facts it never saw was about X here.
@@ -30,13 +30,7 @@ class GradientAscent(UnlearningMethod):
             return f"forget NLL {nll:.2f} >= {self.max_forget_nll}"
         return None
 
-    def loss(
-        self,
-        model: Any,
-        forget: list[training.Encoded],
-        retain: list[training.Encoded] | None,
-        pad_id: int,
-    ) -> tuple[Any, dict[str, float]]:
+    def loss(self, model: Any, forget: Batch, retain: Batch | None, pad_id: int) -> Loss:
         nll = training.lm_loss(model, training.collate(forget, pad_id))
         return -nll, {"forget_nll": float(nll.detach())}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from unlearning import training
+from unlearning.methods.base import Batch, Loss
 from unlearning.methods.gradient_ascent import MAX_FORGET_NLL, GradientAscent
 
 # The retain term slows forgetting: on lethe-target, 40 steps at 5e-4 left forget recall at
@@ -29,13 +30,7 @@ class GradientDifference(GradientAscent):
             raise ValueError("retain_weight must be >= 0")
         self.retain_weight = retain_weight
 
-    def loss(
-        self,
-        model: Any,
-        forget: list[training.Encoded],
-        retain: list[training.Encoded] | None,
-        pad_id: int,
-    ) -> tuple[Any, dict[str, float]]:
+    def loss(self, model: Any, forget: Batch, retain: Batch | None, pad_id: int) -> Loss:
         loss, parts = super().loss(model, forget, None, pad_id)
         return training.plus_retain(loss, parts, model, retain, pad_id, self.retain_weight), parts
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from unlearning import training
-from unlearning.methods.base import UnlearningMethod
+from unlearning.methods.base import Batch, Loss, UnlearningMethod
 
 # Mean log p(answer) - log p_ref(answer) per forget sequence past which NPO stops.
 MAX_LOG_RATIO = 30.0
@@ -60,13 +60,7 @@ class NPO(UnlearningMethod):
             return f"log-ratio {ratio:.1f} <= -{self.max_log_ratio}"
         return None
 
-    def loss(
-        self,
-        model: Any,
-        forget: list[training.Encoded],
-        retain: list[training.Encoded] | None,
-        pad_id: int,
-    ) -> tuple[Any, dict[str, float]]:
+    def loss(self, model: Any, forget: Batch, retain: Batch | None, pad_id: int) -> Loss:
         import torch
         import torch.nn.functional as F
 

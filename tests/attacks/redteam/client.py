@@ -7,6 +7,8 @@ Plain httpx, not the openai client: the suite must see exactly what went over th
 from __future__ import annotations
 
 import random
+import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,11 +93,26 @@ class Reply:
         return f"status={self.status} finishes={self.finishes} raw={self.raw[:600]!r}"
 
 
+_GATEWAY_ID = re.compile(r"(?:chatcmpl|cmpl)-[0-9a-f]{32}")
+
+
+def _gateway_made(key: str, value: Any) -> bool:
+    """An `id` or `created` in exactly the form the gateway makes them (a random uuid hex, its
+    own clock): their digits are noise a date or phone rule can match by chance (about once in
+    a few thousand replies), and an upstream value carrying a leak never has this form."""
+    if key == "id" and isinstance(value, str):
+        return _GATEWAY_ID.fullmatch(value) is not None
+    if key == "created" and isinstance(value, int) and not isinstance(value, bool):
+        return abs(value - time.time()) < 86_400
+    return False
+
+
 def _walk(node: Any, out: list[str]) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
             out.append(str(key))
-            _walk(value, out)
+            if not _gateway_made(str(key), value):
+                _walk(value, out)
     elif isinstance(node, list):
         for value in node:
             _walk(value, out)

@@ -49,6 +49,10 @@ MAX_STOP_CHARS = 256
 _SEPARATOR = "\n\n"
 #: Steering fields with at most this many strings are screened string by string.
 MAX_SEPARATE_STEERING = 64
+#: Between strings joined for screening: a word, so no filter reads digits or words of two
+#: neighbouring strings as one value (a phone number's 7-digit local form needs no digits
+#: before it; a 12-word run needs 12 corpus words in a row).
+_ISOLATING_SEPARATOR = "\n\nzqx\n\n"
 _STREAM_OPTIONS = frozenset({"include_usage", "continuous_usage_stats"})
 _TOOL_CALL_KEYS = frozenset({"id", "type", "function"})
 _FUNCTION_KEYS = frozenset({"name", "arguments"})
@@ -84,11 +88,15 @@ class Steering:
     def pieces(self) -> list[str]:
         """What to screen: each string on its own when there are few (a candidate list such as
         `stop`: a value must not hide behind its neighbours, e.g. a 7-digit local phone number
-        preceded by another candidate's digits), else only all of them joined (a large schema)."""
-        if 1 < len(self.texts) <= MAX_SEPARATE_STEERING:
-            # ... and joined too: a value split over two strings is still screened.
+        preceded by another candidate's digits), and all of them joined (a value split over two
+        strings). Past MAX_SEPARATE_STEERING strings (a large schema, a long guided_choice) the
+        strings are also joined with a word between them, which keeps each value apart as
+        screening it alone would, at the cost of one check instead of one per string."""
+        if len(self.texts) <= 1:
+            return [self.joined]
+        if len(self.texts) <= MAX_SEPARATE_STEERING:
             return [*self.texts, self.joined]
-        return [self.joined]
+        return [self.joined, _ISOLATING_SEPARATOR.join(self.texts)]
 
     def refusal(self) -> GatewayError:
         what = "the prompt to echo" if self.param == "echo" else f"`{self.param}`"

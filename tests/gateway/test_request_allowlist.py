@@ -530,3 +530,23 @@ def test_parameters_that_carry_no_text_pass_while_policies_run(
     response, sent = _sent_or_none(gateway, fake_upstream, CHAT, body)
     assert response.status_code == 200, response.text
     assert sent is not None and {k: sent[k] for k in body} == body
+
+
+@pytest.mark.parametrize("protected", [True, False], ids=["holding-the-number", "others-only"])
+def test_a_long_guided_choice_list_cannot_hide_the_local_number_behind_its_neighbours(
+    gateway: RunningGateway, fake_upstream: FakeUpstream, protected: bool
+) -> None:
+    # More candidates than are screened one by one: the local form 555-0199 follows another
+    # candidate's digits when the list is joined, and must still be read on its own.
+    choices = [f"555-{n:04d}" for n in range(100, 300) if n != 199]
+    if protected:
+        choices.insert(150, "555-0199")
+    response, sent = _sent_or_none(
+        gateway, fake_upstream, CHAT, _chat(_user("Pick one."), guided_choice=choices)
+    )
+    if protected:
+        assert response.status_code == 400 and sent is None
+        assert response.json()["error"]["param"] == "guided_choice"
+    else:
+        assert response.status_code == 200, response.text
+        assert sent is not None and sent["guided_choice"] == choices

@@ -139,8 +139,8 @@ def forget_set(policy_name: str, policies_dir: Path | None = None) -> TextSet:
     return policy_forget_set(policy_name, policies_dir or ROOT / "policies")
 
 
-def find_policy_file(policy_name: str, policies_dir: Path) -> Path:
-    """The YAML file in `policies_dir` whose `name` is `policy_name`."""
+def find_policy_file(policy_name: str, policies_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The YAML file in `policies_dir` whose `name` is `policy_name`, and its parsed content."""
     if not policies_dir.is_dir():
         raise CorpusError(f"{policies_dir}: policy directory does not exist")
     names = []
@@ -149,7 +149,7 @@ def find_policy_file(policy_name: str, policies_dir: Path) -> Path:
         if isinstance(data, dict) and isinstance(data.get("name"), str):
             names.append(data["name"])
             if data["name"] == policy_name:
-                return path
+                return path, data
     known = ", ".join(names) or "none"
     raise CorpusError(f"unknown policy {policy_name!r} in {policies_dir}; known: {known}")
 
@@ -158,8 +158,7 @@ def policy_forget_set(policy_name: str, policies_dir: Path) -> TextSet:
     """A forget set from a policy file's own data: its corpus (documents, plus prefix probes
     cut from it), its exemplars (documents), and its personal data (statements and QA probes
     about each field). Read with plain YAML: unlearning does not depend on the gateway."""
-    path = find_policy_file(policy_name, policies_dir)
-    spec = _read_yaml(path)
+    path, spec = find_policy_file(policy_name, policies_dir)
     data = spec.get("data") or {}
     if not isinstance(data, dict):
         raise CorpusError(f"{path}: field data must be a mapping")
